@@ -1,0 +1,189 @@
+"""The `myllm` command: parses flags and calls library functions, nothing more.
+
+Errors a user can cause (`MyLLMError`) print one line and exit with status 2; Ctrl-C exits
+with 130 and says how to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from myllm.errors import MyLLMError
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=1e-3 (repeatable)")
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from myllm.evals.summary import format_summary
+    from myllm.run import run
+
+    out = Path(a.out) if a.out else Path("runs") / (Path(a.data).name if a.data else ("quick" if a.quick else "universe"))
+    summary = run(out, preset="quick" if a.quick else "default", config_file=a.config, overrides=a.overrides,
+                  data=a.data, time_budget=a.time_budget, show_progress=not a.no_progress)
+    print()
+    print(format_summary(summary))
+    print(f"\nsummary: {out / 'summary.json'}")
+    return 0
+
+
+def cmd_data(a: argparse.Namespace) -> int:
+    from myllm.run import prepare_run_dir, run_stage, stage_corpus, stage_shards, stage_tokenizer
+
+    out = Path(a.run)
+    cfg = prepare_run_dir(out, "default", a.config, a.overrides, a.data, None)
+    run_stage(out, "corpus", cfg, lambda: stage_corpus(out, cfg))
+    run_stage(out, "tokenizer", cfg, lambda: stage_tokenizer(out, cfg))
+    run_stage(out, "shards", cfg, lambda: stage_shards(out, cfg))
+    print(json.dumps(json.loads((out / "shards" / "index.json").read_text())["splits"], indent=2))
+    return 0
+
+
+def cmd_pretrain(a: argparse.Namespace) -> int:
+    from myllm.run import load_run, run_stage
+    from myllm.train.pretrain import pretrain
+
+    out = Path(a.run)
+    extra = list(a.overrides)
+    if a.max_steps is not None:
+        extra.append(f"train.max_steps={a.max_steps}")
+    if a.time_budget is not None:
+        extra.append(f"train.time_budget={float(a.time_budget)}")
+    cfg = load_run(out, extra)
+    result = run_stage(out, "pretrain", cfg, lambda: pretrain(out, cfg, resume=a.resume, restart=a.restart,
+                                                               show_progress=not a.no_progress))
+    print(f"pretrain: step {result.step}, {result.tokens:,} tokens in {result.seconds:.0f}s; "
+          f"checkpoint {result.checkpoint}; {result.last_eval}")
+    return 0
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from myllm.evals.summary import evaluate_run, format_summary
+    from myllm.run import load_run, run_stage
+
+    out = Path(a.run)
+    cfg = load_run(out, a.overrides)
+    summary = run_stage(out, "evaluate", cfg, lambda: evaluate_run(out, cfg))
+    print(format_summary(summary))
+    return 0
+
+
+def cmd_generate(a: argparse.Namespace) -> int:
+    from myllm.evals.summary import final_checkpoint
+    from myllm.infer.engine import SamplingParams, stream
+    from myllm.run import load_run
+    from myllm.tokenizer import Tokenizer
+    from myllm.train.checkpoint import load_model
+
+    out = Path(a.run)
+    cfg = load_run(out)
+    model = load_model(Path(a.checkpoint) if a.checkpoint else final_checkpoint(out))
+    tok = Tokenizer.load(out / "tokenizer" / "tokenizer.json")
+    s = cfg.sample
+    params = SamplingParams(
+        max_new_tokens=a.max_new_tokens if a.max_new_tokens is not None else s.max_new_tokens,
+        temperature=a.temperature if a.temperature is not None else s.temperature,
+        top_k=a.top_k if a.top_k is not None else s.top_k,
+        top_p=a.top_p if a.top_p is not None else s.top_p,
+        stop_ids=(tok.bos_id, tok.eos_id),
+        seed=a.seed if a.seed is not None else s.seed,
+    )
+    sys.stdout.write(a.prompt)
+    ids: list[int] = []
+    printed = ""
+    for token in stream(model, [tok.bos_id] + tok.encode(a.prompt), params):
+        ids.append(token)
+        text = tok.decode(ids)
+        if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+            sys.stdout.write(text[len(printed):])
+            sys.stdout.flush()
+            printed = text
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_plan(a: argparse.Namespace) -> int:
+    from myllm.config import RunConfig, apply_model_preset
+    from myllm.plan import format_plan
+    from myllm.run import load_run
+
+    if a.run:
+        model = load_run(Path(a.run)).model
+    else:
+        cfg = RunConfig()
+        apply_model_preset(cfg, a.preset, "--preset")
+        model = cfg.model
+    print(format_plan(model))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="myllm", description="Train a language model from scratch.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="every stage in order: data, tokenizer, pretraining, evaluation")
+    p.add_argument("--data", help="folder of documents (default: the built-in 100-book universe)")
+    p.add_argument("--out", help="run directory (default runs/universe, runs/quick or runs/<data folder>)")
+    p.add_argument("--quick", action="store_true", help="a small model and few steps (about a minute on a CPU)")
+    p.add_argument("--config", help="TOML file with config overrides")
+    p.add_argument("--time-budget", type=float, help="stop pretraining after this many seconds (LR schedule fitted)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("data", help="prepare corpus, tokenizer and shards in a run directory")
+    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--data", help="folder of documents (default: the built-in universe)")
+    p.add_argument("--config", help="TOML file with config overrides")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("pretrain", help="pretrain on a run directory's shards")
+    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--time-budget", type=float, help="seconds; the LR schedule is fitted to it")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("--restart", action="store_true", help="discard this stage's checkpoints and start over")
+    p.add_argument("--no-progress", action="store_true")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("eval", help="bits per byte, knowledge probes and samples for a run")
+    p.add_argument("--run", required=True)
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("generate", help="continue a prompt with a run's model")
+    p.add_argument("--run", required=True)
+    p.add_argument("--prompt", default="")
+    p.add_argument("--checkpoint", help="a checkpoints/<stage>/step-* directory (default: the final pretrain one)")
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--temperature", type=float, help="0 = greedy")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--seed", type=int)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("plan", help="parameter count of a model shape, by component")
+    p.add_argument("--preset", default="small")
+    p.add_argument("--run", help="use the model config of this run directory instead of a preset")
+    p.set_defaults(func=cmd_plan)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MyLLMError as e:
+        print(f"myllm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nmyllm {args.command}: interrupted; completed checkpoints are kept, re-run to resume",
+              file=sys.stderr)
+        return 130

@@ -1,0 +1,324 @@
+"""Configuration: one dataclass per stage, named presets, TOML files and `--set k=v` overrides.
+
+A run's resolved config is written to `runs/<name>/config.toml`; every stage reads its own
+section from there, and a stage whose section (and inputs) did not change is skipped.
+
+Resolution order (later wins): the run preset (`default` or `quick`), the model preset named
+by `model.preset`, a user TOML file, then `--set section.key=value` overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from myllm.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class ModelConfig:
+    """Shape of the Transformer. Parameter count: see `myllm plan`."""
+
+    preset: str = "small"
+    vocab_size: int = 4096
+    d_model: int = 256
+    n_layers: int = 6
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    d_ff: int = 768
+    context: int = 256
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    init_std: float = 0.02
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def validate(self) -> None:
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "context"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name} = {getattr(self, name)} must be positive")
+        if self.d_model % self.n_heads:
+            raise ConfigError(
+                f"model.n_heads = {self.n_heads} does not divide model.d_model = {self.d_model}; "
+                f"pick heads from {divisors(self.d_model)}"
+            )
+        if self.n_heads % self.n_kv_heads:
+            raise ConfigError(
+                f"model.n_kv_heads = {self.n_kv_heads} does not divide model.n_heads = {self.n_heads}; "
+                f"pick kv-heads from {divisors(self.n_heads)}"
+            )
+        if self.head_dim % 2:
+            raise ConfigError(f"head size d_model/n_heads = {self.head_dim} must be even for RoPE")
+        if self.vocab_size > 2**31:
+            raise ConfigError(f"model.vocab_size = {self.vocab_size} is too large")
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+# Named model shapes. `myllm-1b` is the seed's design: exactly 1,055,231,744 parameters.
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    "nano": dict(vocab_size=1024, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=192, context=128),
+    "micro": dict(vocab_size=2048, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, d_ff=384, context=256),
+    "small": dict(vocab_size=4096, d_model=256, n_layers=6, n_heads=4, n_kv_heads=2, d_ff=768, context=256),
+    "gpt2-124m": dict(vocab_size=50304, d_model=768, n_layers=12, n_heads=12, n_kv_heads=12, d_ff=2048, context=1024),
+    "myllm-1b": dict(
+        vocab_size=65536, d_model=1792, n_layers=28, n_heads=14, n_kv_heads=2, d_ff=4864, context=8192,
+        rope_theta=500000.0,
+    ),
+}
+
+
+@dataclass
+class DataConfig:
+    """Where documents come from and how they are split."""
+
+    source: str = "universe"  # "universe" or a folder of documents
+    universe_seed: int = 1234  # the world and its books
+    val_fraction: float = 0.05  # folder corpora without train/val/test subfolders
+    test_fraction: float = 0.05
+    split_seed: int = 0
+    shard_tokens: int = 1 << 24  # tokens per .bin shard
+
+    def validate(self) -> None:
+        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1):
+            raise ConfigError("data.val_fraction and data.test_fraction must be in [0, 1)")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ConfigError("data.val_fraction + data.test_fraction must leave room for train (< 1)")
+
+
+@dataclass
+class TrainConfig:
+    """Pretraining: optimizer, schedule, batch, checkpoints."""
+
+    batch_size: int = 16  # sequences per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    seq_len: int = 0  # 0 = the model context
+    max_steps: int = 1000
+    time_budget: float = 0.0  # seconds; > 0 stops there, with the LR schedule fitted to it
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    eval_every: int = 250
+    eval_tokens: int = 65536  # tokens of val per periodic eval (the final eval uses all of it)
+    ckpt_every: int = 500
+    keep_last: int = 2
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    compile: bool = False
+    threads: int = 0  # CPU threads; 0 = torch's default
+
+    def validate(self) -> None:
+        for name in ("batch_size", "grad_accum", "max_steps", "eval_every", "ckpt_every", "keep_last"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name} = {getattr(self, name)} must be positive")
+        if self.lr <= 0 or not (0 <= self.min_lr_ratio <= 1):
+            raise ConfigError("train.lr must be > 0 and train.min_lr_ratio in [0, 1]")
+        if self.seq_len < 0 or self.warmup_steps < 0 or self.time_budget < 0:
+            raise ConfigError("train.seq_len, train.warmup_steps and train.time_budget must be >= 0")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"train.device = {self.device!r}; choose auto, cpu or cuda")
+
+
+@dataclass
+class SampleConfig:
+    """Generation used for the run's samples and as `myllm generate` defaults."""
+
+    max_new_tokens: int = 60
+    temperature: float = 0.8
+    top_k: int = 0
+    top_p: float = 0.95
+    seed: int = 0
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def validate(self) -> RunConfig:
+        self.data.validate()
+        self.model.validate()
+        self.train.validate()
+        if self.train.seq_len > self.model.context:
+            raise ConfigError(
+                f"train.seq_len = {self.train.seq_len} exceeds model.context = {self.model.context}; "
+                "lower it or raise the context"
+            )
+        return self
+
+    @property
+    def seq_len(self) -> int:
+        return self.train.seq_len or self.model.context
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def section_hash(self, *sections: str) -> str:
+        """A fingerprint of some sections: a stage is stale when its fingerprint changes."""
+        d = self.to_dict()
+        blob = json.dumps({s: d[s] for s in sections}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# Run presets: the defaults of `myllm run` and of `myllm run --quick` (CI's smoke test).
+RUN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "default": {},
+    "quick": {
+        "model": {"preset": "micro"},
+        "train": {"max_steps": 150, "batch_size": 16, "warmup_steps": 20, "eval_every": 75, "ckpt_every": 75},
+    },
+}
+
+
+def parse_value(text: str) -> Any:
+    """`--set` values: int, float, true/false, else the string itself."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def apply_overrides(cfg: RunConfig, values: dict[str, Any], origin: str) -> None:
+    """Set `section.key` values, rejecting unknown keys and wrong types with a clear message."""
+    for dotted, value in values.items():
+        section_name, _, key = dotted.partition(".")
+        section = getattr(cfg, section_name, None) if section_name in RunConfig.__dataclass_fields__ else None
+        if section is None:
+            raise ConfigError(f"{origin}: unknown section {section_name!r} in {dotted!r}; sections: {', '.join(RunConfig.__dataclass_fields__)}")
+        fields = {f.name: f for f in dataclasses.fields(section)}
+        if key not in fields:
+            raise ConfigError(f"{origin}: unknown key {dotted!r}; {section_name} keys: {', '.join(fields)}")
+        current = getattr(section, key)
+        if isinstance(current, bool) and not isinstance(value, bool):
+            raise ConfigError(f"{origin}: {dotted} must be true or false, got {value!r}")
+        if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(current, (int, float)) and not isinstance(current, bool) and type(value) is not type(current):
+            raise ConfigError(f"{origin}: {dotted} must be a {type(current).__name__}, got {value!r}")
+        if isinstance(current, str) and not isinstance(value, str):
+            value = str(value)
+        setattr(section, key, value)
+        if dotted == "model.preset":
+            apply_model_preset(cfg, value, origin)
+
+
+def apply_model_preset(cfg: RunConfig, name: str, origin: str = "config") -> None:
+    if name not in MODEL_PRESETS:
+        raise ConfigError(f"{origin}: unknown model preset {name!r}; choose from {', '.join(MODEL_PRESETS)}")
+    cfg.model = ModelConfig(preset=name, **MODEL_PRESETS[name])
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _preset_first(values: dict[str, Any]) -> dict[str, Any]:
+    # `model.preset` resets the model shape, so it must come before other model keys.
+    return dict(sorted(values.items(), key=lambda kv: kv[0] != "model.preset"))
+
+
+def resolve_config(
+    preset: str = "default",
+    config_file: str | Path | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> RunConfig:
+    """Build and validate a RunConfig from a run preset, a TOML file and overrides."""
+    if preset not in RUN_PRESETS:
+        raise ConfigError(f"unknown run preset {preset!r}; choose from {', '.join(RUN_PRESETS)}")
+    cfg = RunConfig()
+    apply_model_preset(cfg, cfg.model.preset)
+    apply_overrides(cfg, _preset_first(flatten(RUN_PRESETS[preset])), f"preset {preset}")
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; pass an existing TOML file")
+        try:
+            tree = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+        apply_overrides(cfg, _preset_first(flatten(tree)), str(path))
+    if overrides:
+        values = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+        apply_overrides(cfg, _preset_first(values), "--set")
+    return cfg.validate()
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`["train.lr=1e-3", "model.preset=nano"]` -> {"train.lr": 0.001, "model.preset": "nano"}."""
+    parsed = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.lr=1e-3")
+        parsed[key.strip()] = parse_value(value.strip())
+    return _preset_first(parsed)
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Read a resolved `config.toml` written by `dump_config` (exact, no presets applied)."""
+    path = Path(path)
+    try:
+        tree = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot read run config {path}: {e}") from None
+    cfg = RunConfig()
+    for section in dataclasses.fields(cfg):
+        values = tree.get(section.name, {})
+        obj = getattr(cfg, section.name)
+        known = {f.name for f in dataclasses.fields(obj)}
+        unknown = set(values) - known
+        if unknown:
+            raise ConfigError(f"{path}: unknown keys {sorted(unknown)} in [{section.name}]")
+        setattr(cfg, section.name, type(obj)(**values))
+    return cfg.validate()
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def dump_config(cfg: RunConfig) -> str:
+    lines = ["# Resolved MyLLM run config. Edit, then re-run: stages whose section changed re-run."]
+    for section, values in cfg.to_dict().items():
+        lines.append(f"\n[{section}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"

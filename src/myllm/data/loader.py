@@ -1,0 +1,101 @@
+"""Training and evaluation batches from token shards.
+
+A split's token stream is cut into non-overlapping windows of `seq_len + 1` tokens (stride
+`seq_len`, so every token but the first is a target exactly once per epoch). Training visits
+the windows in a fresh seeded permutation each epoch: no window repeats before every window
+was seen, which is what "the default run sees every training book at least once" rests on.
+The loader's whole state is two integers (epoch, position), saved in every checkpoint, so a
+resumed run continues with exactly the batch it would have drawn next.
+
+With several ranks, rank r takes every world_size-th window of the epoch's order (the
+remainder is dropped so that all ranks run the same number of steps).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from myllm.data.shards import ShardReader
+from myllm.errors import MyLLMError
+
+
+class TrainBatches:
+    def __init__(
+        self,
+        reader: ShardReader,
+        batch_size: int,
+        seq_len: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.reader, self.batch_size, self.seq_len = reader, batch_size, seq_len
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.n_windows = (len(reader) - 1) // seq_len
+        self.per_rank = self.n_windows // world_size
+        if self.per_rank < 1:
+            raise MyLLMError(
+                f"the training split has {len(reader)} tokens, fewer than one sequence of {seq_len + 1} "
+                f"per rank; add data or lower train.seq_len"
+            )
+        self.epoch, self.pos = 0, 0
+        self._order = self._epoch_order(0)
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        perm = np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
+        return perm[self.rank :: self.world_size][: self.per_rank]
+
+    @property
+    def tokens_per_epoch(self) -> int:
+        return self.n_windows * self.seq_len
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = []
+        for _ in range(self.batch_size):
+            if self.pos >= len(self._order):
+                self.epoch, self.pos = self.epoch + 1, 0
+                self._order = self._epoch_order(self.epoch)
+            start = int(self._order[self.pos]) * self.seq_len
+            rows.append(self.reader.slice(start, start + self.seq_len + 1).astype(np.int64))
+            self.pos += 1
+        tokens = torch.from_numpy(np.stack(rows))
+        return tokens[:, :-1], tokens[:, 1:]
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos, "seed": self.seed, "seq_len": self.seq_len,
+                "batch_size": self.batch_size, "world_size": self.world_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("seed", "seq_len", "world_size"):
+            if state[key] != getattr(self, key):
+                raise MyLLMError(
+                    f"checkpoint data position was saved with {key}={state[key]}, now {getattr(self, key)}; "
+                    "resume with the same config or start a new run"
+                )
+        self.epoch, self.pos = state["epoch"], state["pos"]
+        self._order = self._epoch_order(self.epoch)
+
+
+def eval_batches(
+    reader: ShardReader, batch_size: int, seq_len: int, max_tokens: int | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Every target token of the split exactly once, in order (the last window padded).
+
+    Padding positions carry target -100, which the loss ignores. `max_tokens` evaluates only a
+    prefix of the split (periodic evals during training).
+    """
+    n = len(reader) if max_tokens is None else min(len(reader), max_tokens + 1)
+    starts = list(range(0, max(n - 1, 0), seq_len))
+    for i in range(0, len(starts), batch_size):
+        xs, ys = [], []
+        for s in starts[i : i + batch_size]:
+            chunk = reader.slice(s, min(s + seq_len + 1, n)).astype(np.int64)
+            x = np.zeros(seq_len, dtype=np.int64)
+            y = np.full(seq_len, -100, dtype=np.int64)
+            x[: len(chunk) - 1], y[: len(chunk) - 1] = chunk[:-1], chunk[1:]
+            xs.append(x)
+            ys.append(y)
+        yield torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))

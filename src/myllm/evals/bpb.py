@@ -1,0 +1,52 @@
+"""Bits per byte: the tokenizer-independent measure of how well a model predicts text.
+
+Loss per token depends on the tokenizer (bigger tokens, bigger loss per token); bits per
+byte divides the total information by the UTF-8 bytes of the text, so it compares with any
+other model, and with the universe's exact source entropy, on equal terms:
+
+    bpb = sum over target tokens of -ln p(token) / ln 2 / bytes of text
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from myllm.data.loader import eval_batches
+from myllm.data.shards import ShardReader
+
+
+@torch.no_grad()
+def evaluate_bpb(
+    model: torch.nn.Module,
+    reader: ShardReader,
+    split_bytes: int,
+    batch_size: int,
+    seq_len: int,
+    max_tokens: int | None = None,
+    device: torch.device | str = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+) -> dict[str, float]:
+    """Mean loss (nats/token) and bpb over the split, or over its first `max_tokens` tokens.
+
+    On a prefix the byte count is prorated by tokens (the split's average bytes per token);
+    over the whole split it is exact.
+    """
+    was_training = model.training
+    model.eval()
+    total_nats, total_tokens = 0.0, 0
+    for x, y in eval_batches(reader, batch_size, seq_len, max_tokens):
+        x, y = x.to(device), y.to(device)
+        with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype,
+                            enabled=autocast_dtype is not None):
+            total_nats += model(x, y, reduction="sum").item()
+        total_tokens += int((y != -100).sum())
+    model.train(was_training)
+    all_targets = max(len(reader) - 1, 1)
+    covered_bytes = split_bytes if total_tokens >= all_targets else split_bytes * total_tokens / all_targets
+    return {
+        "loss": total_nats / max(total_tokens, 1),
+        "bpb": total_nats / math.log(2) / max(covered_bytes, 1),
+        "tokens": total_tokens,
+    }

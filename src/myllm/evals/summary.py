@@ -1,0 +1,118 @@
+"""The evaluation stage: final bits per byte on every held-out split, knowledge probes and
+samples, written to `summary.json` and printed as the run's closing summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from myllm.config import RunConfig
+from myllm.data.shards import ShardReader
+from myllm.errors import MyLLMError
+from myllm.evals.bpb import evaluate_bpb
+from myllm.evals.probes import probe_accuracy
+from myllm.infer.engine import SamplingParams, generate
+from myllm.io import atomic_write_json, read_json
+from myllm.plan import param_counts
+from myllm.tokenizer import Tokenizer
+from myllm.train.checkpoint import latest_checkpoint, load_model, read_state
+from myllm.train.loop import autocast_dtype, resolve_device
+
+
+def final_checkpoint(run_dir: Path, stage: str = "pretrain") -> Path:
+    path = latest_checkpoint(run_dir / "checkpoints" / stage)
+    if path is None:
+        raise MyLLMError(f"no {stage} checkpoint in {run_dir}; run `myllm run --out {run_dir}` first")
+    return path
+
+
+def sample_prompts(run_dir: Path, universe: dict | None) -> list[str]:
+    """Three prompts: nothing at all (what does the model write unprompted?), then two openings."""
+    if universe is not None:
+        probes = universe["probes"]
+        return ["", probes[0]["prompt"].split(" lives")[0], probes[len(probes) // 2]["prompt"]]
+    prompts = [""]
+    with open(run_dir / "corpus" / "val.jsonl", encoding="utf-8") as f:
+        for line in f:
+            words = json.loads(line)["text"].split()
+            if words:
+                prompts.append(" ".join(words[:6]))
+            if len(prompts) == 3:
+                break
+    return prompts
+
+
+def evaluate_run(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
+    device = resolve_device(cfg.train.device)
+    ckpt = final_checkpoint(run_dir)
+    model = load_model(ckpt, device)
+    tok = Tokenizer.load(run_dir / "tokenizer" / "tokenizer.json")
+    index = read_json(run_dir / "shards" / "index.json")
+    manifest = read_json(run_dir / "corpus" / "manifest.json")
+    universe_path = run_dir / "corpus" / "universe.json"
+    universe = read_json(universe_path) if universe_path.is_file() else None
+    state = read_state(ckpt)
+
+    summary: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "checkpoint": str(ckpt),
+        "params": param_counts(cfg.model)["total"],
+        "tokens_trained": state["tokens"],
+        "train_seconds": state["seconds"],
+        "epochs": round(state["tokens"] / max(index["splits"]["train"]["tokens"], 1), 3),
+        "corpus": {s: {**manifest["splits"][s], "tokens": index["splits"][s]["tokens"]} for s in index["splits"]},
+    }
+    for split in ("val", "test"):
+        info = index["splits"].get(split)
+        if not info or info["tokens"] < 2:
+            continue
+        result = evaluate_bpb(model, ShardReader(run_dir / "shards", split), info["bytes"], cfg.train.batch_size,
+                              cfg.seq_len, None, device, autocast_dtype(device))
+        summary[f"{split}_loss"] = round(result["loss"], 5)
+        summary[f"{split}_bpb"] = round(result["bpb"], 5)
+    if universe is not None:
+        for split in ("train", "val", "test"):
+            summary[f"floor_{split}_bpb"] = round(universe["floor"][split]["bpb"], 5)
+        if "val_bpb" in summary:
+            summary["val_bpb_over_floor"] = round(summary["val_bpb"] / summary["floor_val_bpb"], 4)
+        probes = [type("Probe", (), p) for p in universe["probes"]]
+        result = probe_accuracy(model, tok, probes)
+        summary["probe_accuracy"] = round(result["accuracy"], 4)
+        summary["probe_accuracy_by_attribute"] = {k: round(v, 4) for k, v in result["by_attribute"].items()}
+    samples = []
+    for i, prompt in enumerate(sample_prompts(run_dir, universe)):
+        params = SamplingParams(max_new_tokens=cfg.sample.max_new_tokens, temperature=cfg.sample.temperature,
+                                top_k=cfg.sample.top_k, top_p=cfg.sample.top_p, stop_ids=(tok.bos_id, tok.eos_id),
+                                seed=cfg.sample.seed + i)
+        with torch.no_grad():
+            out = generate(model, [tok.bos_id] + tok.encode(prompt), params)
+        samples.append({"prompt": prompt, "completion": tok.decode(out)})
+    summary["samples"] = samples
+    atomic_write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    lines = [f"MyLLM run {s['run_dir']}"]
+    c = s["corpus"]
+    lines.append("corpus     " + " | ".join(
+        f"{k}: {v['documents']} docs, {v['bytes'] / 1e6:.2f} MB, {v['tokens']:,} tokens" for k, v in c.items()))
+    lines.append(f"model      {s['params']:,} parameters; trained on {s['tokens_trained']:,} tokens "
+                 f"({s['epochs']:.2f} epochs) in {s['train_seconds']:.0f}s")
+    for split in ("val", "test"):
+        if f"{split}_bpb" in s:
+            floor = s.get(f"floor_{split}_bpb")
+            extra = f"   floor {floor:.4f}  ratio {s[f'{split}_bpb'] / floor:.3f}" if floor else ""
+            lines.append(f"{split:<5}bpb  {s[f'{split}_bpb']:.4f}{extra}")
+    if "probe_accuracy" in s:
+        per = ", ".join(f"{k} {v:.0%}" for k, v in s["probe_accuracy_by_attribute"].items())
+        lines.append(f"probes     {s['probe_accuracy']:.1%} greedy ({per})")
+    for sample in s["samples"]:
+        text = (sample["prompt"] + sample["completion"]).replace("\n", " / ")
+        lines.append(f"sample     {text[:160]}")
+    if "stage_seconds" in s:
+        lines.append("seconds    " + ", ".join(f"{k} {v:.1f}" for k, v in s["stage_seconds"].items()))
+    return "\n".join(lines)

@@ -1,0 +1,105 @@
+"""Generation with a KV cache: the prompt is run once (prefill), then one token per step.
+
+Each step feeds only the newest token and attends to the cached keys/values of everything
+before it, so a step costs one token's worth of compute instead of the whole sequence's.
+`tests/test_engine.py` checks that this gives, token for token, what recomputing the full
+sequence every step gives.
+
+Sampling: `temperature=0` is greedy; otherwise logits / temperature, then optional top-k and
+top-p (nucleus) filtering, then a draw from a seeded generator, so the same seed gives the
+same text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+from myllm.model import KVCache, Transformer
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1.0 = off
+    stop_ids: tuple[int, ...] = field(default_factory=tuple)
+    seed: int | None = None
+
+
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Mask (to -inf) every token outside the top-k and outside the top-p probability mass."""
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # Drop a token when the mass before it already reaches top_p (the first token always stays).
+        drop = (probs.cumsum(dim=-1) - probs) >= top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return logits
+
+
+def next_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
+    """Pick one token per row of `logits` (B, V)."""
+    if params.temperature <= 0:
+        return logits.argmax(dim=-1)
+    logits = filter_logits(logits.float() / params.temperature, params.top_k, params.top_p)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def stream(model: Transformer, prompt: list[int], params: SamplingParams) -> Iterator[int]:
+    """Yield generated token ids one at a time; stops at a stop id (not yielded) or the limit."""
+    if not prompt:
+        raise ValueError("the prompt must contain at least one token (e.g. the BOS token)")
+    device = model.embed_tokens.weight.device
+    context = model.cfg.context
+    prompt = prompt[-context:]  # keep the most recent context if the prompt is too long
+    budget = min(params.max_new_tokens, context - len(prompt))
+    if budget <= 0:
+        return
+    generator = None
+    if params.seed is not None:
+        generator = torch.Generator(device=device).manual_seed(params.seed)
+    cache = KVCache.allocate(model.cfg, 1, len(prompt) + budget, device, model.embed_tokens.weight.dtype)
+    logits = model(torch.tensor([prompt], device=device), cache=cache, start=0)[:, -1]
+    pos = len(prompt)
+    for _ in range(budget):
+        token = next_token(logits, params, generator)
+        tok = int(token.item())
+        if tok in params.stop_ids:
+            return
+        yield tok
+        if pos >= cache.max_len:
+            return
+        logits = model(token.view(1, 1), cache=cache, start=pos)[:, -1]
+        pos += 1
+
+
+def generate(model: Transformer, prompt: list[int], params: SamplingParams) -> list[int]:
+    return list(stream(model, prompt, params))
+
+
+@torch.no_grad()
+def generate_uncached(model: Transformer, prompt: list[int], params: SamplingParams) -> list[int]:
+    """Reference implementation: rerun the whole sequence every step (slow; for tests)."""
+    device = model.embed_tokens.weight.device
+    generator = None
+    if params.seed is not None:
+        generator = torch.Generator(device=device).manual_seed(params.seed)
+    seq, out = list(prompt), []
+    for _ in range(min(params.max_new_tokens, model.cfg.context - len(prompt))):
+        logits = model(torch.tensor([seq], device=device))[:, -1]
+        tok = int(next_token(logits, params, generator).item())
+        if tok in params.stop_ids:
+            break
+        out.append(tok)
+        seq.append(tok)
+    return out

@@ -1,0 +1,244 @@
+"""`myllm run`: every stage, in order, into one run directory.
+
+    corpus -> tokenizer -> shards -> pretrain -> evaluate (summary.json)
+
+Each stage has a fingerprint: a hash of its own config section(s) and of the fingerprint of
+the stage before it (for a folder corpus, also of the files' names, sizes and mtimes). The
+fingerprints of finished stages are kept in `stages.json`; a stage whose output exists and
+whose fingerprint is unchanged is skipped, and a change re-runs that stage and everything
+after it. An interrupted pretraining resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from myllm.config import (
+    RunConfig,
+    apply_overrides,
+    dump_config,
+    load_run_config,
+    parse_overrides,
+    resolve_config,
+)
+from myllm.errors import MyLLMError
+from myllm.io import atomic_write_json, atomic_write_text, read_json
+from myllm.train.checkpoint import latest_checkpoint, read_state
+
+STAGES = ("corpus", "tokenizer", "shards", "pretrain", "evaluate")
+
+
+def _hash(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def source_signature(source: str) -> str:
+    """Names, sizes and mtimes of every file under a data folder: cheap change detection."""
+    if source == "universe":
+        return "universe"
+    root = Path(source)
+    if not root.is_dir():
+        raise MyLLMError(f"data folder {root} does not exist or is not a folder; pass --data with a folder of documents")
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            st = os.stat(os.path.join(dirpath, name))
+            h.update(f"{os.path.relpath(os.path.join(dirpath, name), root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def fingerprints(cfg: RunConfig) -> dict[str, str]:
+    d = cfg.to_dict()
+    fp: dict[str, str] = {}
+    fp["corpus"] = _hash(d["data"], source_signature(cfg.data.source))
+    fp["tokenizer"] = _hash(fp["corpus"], cfg.model.vocab_size)
+    fp["shards"] = _hash(fp["tokenizer"], cfg.data.shard_tokens)
+    fp["pretrain"] = _hash(fp["shards"], d["model"], d["train"])
+    fp["evaluate"] = _hash(fp["pretrain"], d["sample"])
+    return fp
+
+
+@dataclass
+class RunState:
+    """`stages.json`: which stages finished with which fingerprint, and how long they took."""
+
+    path: Path
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunState:
+        path = run_dir / "stages.json"
+        return cls(path, read_json(path) if path.is_file() else {})
+
+    def done(self, stage: str, fingerprint: str) -> bool:
+        return self.stages.get(stage, {}).get("fingerprint") == fingerprint
+
+    def mark(self, stage: str, fingerprint: str, seconds: float) -> None:
+        self.stages[stage] = {"fingerprint": fingerprint, "seconds": round(seconds, 2)}
+        atomic_write_json(self.path, self.stages)
+
+
+def stage_corpus(run_dir: Path, cfg: RunConfig) -> None:
+    from myllm.data.corpus import prepare_corpus, write_corpus
+
+    corpus_dir = run_dir / "corpus"
+    if cfg.data.source != "universe":
+        prepare_corpus(Path(cfg.data.source), corpus_dir, cfg.data)
+        return
+    from myllm import universe
+
+    world = universe.build_world(cfg.data.universe_seed)
+    books = universe.generate_books(world, cfg.data.universe_seed)
+    floors = universe.entropy_floor(books)
+    probes = [p.__dict__ for p in universe.knowledge_probes(world)]
+    docs = ((b.split, f"book-{b.index:03d}", b.text) for b in books)
+    write_corpus(docs, corpus_dir, "universe", {"universe": {"seed": cfg.data.universe_seed, "floor": floors}})
+    atomic_write_json(corpus_dir / "universe.json", {"floor": floors, "probes": probes, "world": world.to_dict()})
+
+
+def stage_tokenizer(run_dir: Path, cfg: RunConfig) -> None:
+    from myllm.tokenizer import train_tokenizer
+
+    train_tokenizer(iter_texts(run_dir / "corpus" / "train.jsonl"), cfg.model.vocab_size,
+                    run_dir / "tokenizer" / "tokenizer.json")
+
+
+def iter_texts(path: Path):
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)["text"]
+
+
+def stage_shards(run_dir: Path, cfg: RunConfig) -> None:
+    from myllm.data.shards import write_shards
+    from myllm.tokenizer import Tokenizer
+
+    tok = Tokenizer.load(run_dir / "tokenizer" / "tokenizer.json")
+    write_shards(run_dir / "corpus", tok, run_dir / "shards", cfg.data.shard_tokens)
+
+
+def stage_pretrain(run_dir: Path, cfg: RunConfig, show_progress: bool = True) -> None:
+    from myllm.train.pretrain import pretrain, read_index, resume_key
+
+    ckpt = latest_checkpoint(run_dir / "checkpoints" / "pretrain")
+    resumable = ckpt is not None and read_state(ckpt).get("fingerprint") == resume_key(cfg, read_index(run_dir))
+    if ckpt is not None and not resumable:
+        print(f"pretrain: config or data changed since {ckpt.name}; starting pretraining over")
+    pretrain(run_dir, cfg, resume=resumable, restart=not resumable, show_progress=show_progress)
+
+
+def stage_evaluate(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
+    from myllm.evals.summary import evaluate_run
+
+    return evaluate_run(run_dir, cfg)
+
+
+def prepare_run_dir(out: Path, preset: str, config_file: str | None, overrides: list[str], data: str | None,
+                    time_budget: float | None) -> RunConfig:
+    """Resolve the config: the run's existing config.toml (if any) is the base, then flags."""
+    extra = list(overrides)
+    if data is not None:
+        extra.append(f"data.source={Path(data).resolve()}")
+    if time_budget is not None:
+        extra.append(f"train.time_budget={float(time_budget)}")
+    existing = out / "config.toml"
+    if existing.is_file() and preset == "default" and config_file is None:
+        cfg = load_run_config(existing)
+        apply_overrides(cfg, parse_overrides(extra), "--set")
+        cfg.validate()
+    else:
+        cfg = resolve_config(preset, config_file, extra)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.toml", dump_config(cfg))
+    return cfg
+
+
+def run(
+    out: Path,
+    preset: str = "default",
+    config_file: str | None = None,
+    overrides: list[str] | None = None,
+    data: str | None = None,
+    time_budget: float | None = None,
+    show_progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run every stage that is not up to date; return the summary (also in summary.json)."""
+    out = Path(out)
+    cfg = prepare_run_dir(out, preset, config_file, overrides or [], data, time_budget)
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    fps = fingerprints(cfg)
+    state = RunState.load(out)
+    outputs = {"corpus": out / "corpus" / "manifest.json", "tokenizer": out / "tokenizer" / "tokenizer.json",
+               "shards": out / "shards" / "index.json", "evaluate": out / "summary.json"}
+    actions: dict[str, Callable[[], Any]] = {
+        "corpus": lambda: stage_corpus(out, cfg),
+        "tokenizer": lambda: stage_tokenizer(out, cfg),
+        "shards": lambda: stage_shards(out, cfg),
+        "pretrain": lambda: stage_pretrain(out, cfg, show_progress),
+        "evaluate": lambda: stage_evaluate(out, cfg),
+    }
+    seconds: dict[str, float] = {}
+    stale = False
+    for stage in STAGES:
+        output = outputs.get(stage)
+        up_to_date = not stale and state.done(stage, fps[stage]) and (output is None or output.exists())
+        if stage == "pretrain" and up_to_date:
+            ckpt = latest_checkpoint(out / "checkpoints" / "pretrain")
+            up_to_date = ckpt is not None and read_state(ckpt).get("done", False)
+        if up_to_date:
+            log(f"[{stage}] up to date, skipped")
+            seconds[stage] = 0.0
+            continue
+        stale = True
+        log(f"[{stage}] running")
+        t0 = time.perf_counter()
+        actions[stage]()
+        seconds[stage] = time.perf_counter() - t0
+        state.mark(stage, fps[stage], seconds[stage])
+        log(f"[{stage}] done in {seconds[stage]:.1f}s")
+    summary = read_json(out / "summary.json")
+    summary["stage_seconds"] = {s: round(state.stages[s]["seconds"], 2) for s in STAGES}
+    summary["this_invocation_seconds"] = {s: round(v, 2) for s, v in seconds.items()}
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def run_stage(out: Path, stage: str, cfg: RunConfig, action: Callable[[], Any]) -> Any:
+    """Run one stage by hand (`myllm pretrain --run DIR`, ...) and record it like `myllm run` does."""
+    atomic_write_text(out / "config.toml", dump_config(cfg))
+    t0 = time.perf_counter()
+    result = action()
+    RunState.load(out).mark(stage, fingerprints(cfg)[stage], time.perf_counter() - t0)
+    return result
+
+
+def load_run(out: Path, overrides: list[str] | None = None) -> RunConfig:
+    """The config of an existing run directory, with `--set` overrides applied."""
+    path = Path(out) / "config.toml"
+    if not path.is_file():
+        raise MyLLMError(f"{out} is not a run directory (no config.toml); create it with `myllm run --out {out}`")
+    cfg = load_run_config(path)
+    apply_overrides(cfg, parse_overrides(overrides or []), "--set")
+    return cfg.validate()
+
+
+def clean_stage_outputs(out: Path) -> None:
+    """Remove everything a run wrote (used by tests and `--fresh`)."""
+    for name in ("corpus", "tokenizer", "shards", "checkpoints", "metrics.jsonl", "summary.json", "stages.json"):
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()

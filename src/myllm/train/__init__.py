@@ -1,0 +1,1 @@
+"""Training: the shared loop, optimizer and schedule, checkpoints, and the stages that use them."""

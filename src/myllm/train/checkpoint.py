@@ -1,0 +1,119 @@
+"""Checkpoints: `checkpoints/<stage>/step-NNNNNN/{model.safetensors, optim.pt, state.json}`.
+
+- `model.safetensors`: the weights, the only file a user needs to share (never a pickle).
+- `optim.pt`: AdamW moments and RNG states, tensors only, read back with
+  `torch.load(weights_only=True)` so loading cannot execute code.
+- `state.json`: step, tokens seen, elapsed seconds, the data loader's position, the model
+  shape, and the run fingerprint that says which config produced it.
+
+A checkpoint directory is built in a temp folder and renamed into place, so a directory named
+`step-*` is always complete; the last `keep_last` are kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from myllm.config import ModelConfig
+from myllm.errors import MyLLMError
+from myllm.io import atomic_dir
+
+STEP_DIR = re.compile(r"^step-(\d{6,})$")
+
+
+def save_checkpoint(
+    root: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    state: dict[str, Any],
+    keep_last: int,
+) -> Path:
+    path = root / f"step-{step:06d}"
+    with atomic_dir(path) as tmp:
+        weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(weights, str(tmp / "model.safetensors"))
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save({"optimizer": optimizer.state_dict() if optimizer else None, "rng": rng}, tmp / "optim.pt")
+        cfg = model.cfg if hasattr(model, "cfg") else None
+        full_state = {"step": step, **state}
+        if cfg is not None:
+            full_state["model_config"] = dataclasses.asdict(cfg)
+        (tmp / "state.json").write_text(json.dumps(full_state, indent=2) + "\n")
+    for old in list_checkpoints(root)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if STEP_DIR.match(p.name) and (p / "state.json").is_file()]
+    return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    ckpts = list_checkpoints(root)
+    return ckpts[-1] if ckpts else None
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((path / "state.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise MyLLMError(f"checkpoint {path} is unreadable ({e}); delete it to fall back to an older one") from None
+
+
+def check_compatible(path: Path, cfg: ModelConfig) -> None:
+    """A checkpoint from a different model shape cannot be loaded: say which keys differ."""
+    saved = read_state(path).get("model_config", {})
+    current = dataclasses.asdict(cfg)
+    diff = {k: (saved.get(k), v) for k, v in current.items() if k != "preset" and saved.get(k) != v}
+    if diff:
+        shown = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in diff.items())
+        raise MyLLMError(
+            f"checkpoint {path} was trained with a different model config ({shown}); "
+            "restore those settings, or start a fresh run directory with --out"
+        )
+
+
+def load_weights(path: Path, model: torch.nn.Module) -> None:
+    weights = load_file(str(path / "model.safetensors"), device="cpu")
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise MyLLMError(
+            f"checkpoint {path} does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
+            "it was written by a different model config"
+        )
+
+
+def load_training_state(path: Path, optimizer: torch.optim.Optimizer | None) -> None:
+    blob = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)
+    if optimizer is not None and blob["optimizer"] is not None:
+        optimizer.load_state_dict(blob["optimizer"])
+    torch.set_rng_state(blob["rng"]["torch"])
+    if "cuda" in blob["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(blob["rng"]["cuda"])
+
+
+def load_model(path: Path, device: str | torch.device = "cpu"):
+    """A Transformer with the weights of checkpoint `path` (a `step-*` directory), in eval mode."""
+    from myllm.model import Transformer
+
+    if not (path / "model.safetensors").is_file():
+        raise MyLLMError(f"{path} is not a checkpoint (no model.safetensors); run pretraining first")
+    cfg = ModelConfig(**read_state(path)["model_config"])
+    model = Transformer(cfg)
+    load_weights(path, model)
+    return model.to(device).eval()

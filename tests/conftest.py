@@ -1,0 +1,45 @@
+"""Shared fixtures: a tiny run directory built through the real stages."""
+
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+from myllm.run import prepare_run_dir, stage_corpus, stage_shards, stage_tokenizer
+
+TINY = ["model.preset=nano", "model.vocab_size=512", "model.context=64", "train.batch_size=4",
+        "train.max_steps=20", "train.warmup_steps=3", "train.eval_every=10", "train.ckpt_every=5",
+        "train.keep_last=10", "train.eval_tokens=512"]
+
+
+def write_folder_corpus(folder: Path, n_docs: int = 120, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    words = "the a cat dog sat ran on under mat log river town baker smith red blue one two".split()
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n_docs):
+        text = "\n\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(20, 60))).capitalize() + "."
+                           for _ in range(3))
+        (folder / f"doc{i:03d}.txt").write_text(text)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A run directory with corpus, tokenizer and shards of a small folder corpus (no checkpoints)."""
+    root = tmp_path_factory.mktemp("tiny")
+    data = write_folder_corpus(root / "docs")
+    out = root / "run"
+    cfg = prepare_run_dir(out, "default", None, TINY, str(data), None)
+    stage_corpus(out, cfg)
+    stage_tokenizer(out, cfg)
+    stage_shards(out, cfg)
+    return out
+
+
+@pytest.fixture
+def tiny_run(tiny_data, tmp_path) -> Path:
+    """A fresh copy of the tiny run directory for a test to train in."""
+    out = tmp_path / "run"
+    shutil.copytree(tiny_data, out)
+    return out
