@@ -23,7 +23,8 @@ def cmd_run(a: argparse.Namespace) -> int:
     from myllm.evals.summary import format_summary
     from myllm.run import run
 
-    out = Path(a.out) if a.out else Path("runs") / (Path(a.data).name if a.data else ("quick" if a.quick else "universe"))
+    default_name = Path(a.data).name if a.data else ("quick" if a.quick else "universe")
+    out = Path(a.out) if a.out else Path("runs") / default_name
     summary = run(out, preset="quick" if a.quick else "default", config_file=a.config, overrides=a.overrides,
                   data=a.data, time_budget=a.time_budget, show_progress=not a.no_progress)
     print()

@@ -209,7 +209,8 @@ def apply_overrides(cfg: RunConfig, values: dict[str, Any], origin: str) -> None
         section_name, _, key = dotted.partition(".")
         section = getattr(cfg, section_name, None) if section_name in RunConfig.__dataclass_fields__ else None
         if section is None:
-            raise ConfigError(f"{origin}: unknown section {section_name!r} in {dotted!r}; sections: {', '.join(RunConfig.__dataclass_fields__)}")
+            sections = ", ".join(RunConfig.__dataclass_fields__)
+            raise ConfigError(f"{origin}: unknown section {section_name!r} in {dotted!r}; sections: {sections}")
         fields = {f.name: f for f in dataclasses.fields(section)}
         if key not in fields:
             raise ConfigError(f"{origin}: unknown key {dotted!r}; {section_name} keys: {', '.join(fields)}")

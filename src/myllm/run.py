@@ -16,9 +16,10 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -47,7 +48,7 @@ def source_signature(source: str) -> str:
         return "universe"
     root = Path(source)
     if not root.is_dir():
-        raise MyLLMError(f"data folder {root} does not exist or is not a folder; pass --data with a folder of documents")
+        raise MyLLMError(f"data folder {root} does not exist or is not a folder; pass --data a folder of documents")
     h = hashlib.sha256()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()

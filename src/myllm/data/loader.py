@@ -13,7 +13,7 @@ remainder is dropped so that all ranks run the same number of steps).
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch

@@ -1,0 +1,198 @@
+"""Token shards: each split as `{split}-NNNNN.bin` files of raw token ids plus `index.json`.
+
+Raw little-endian numpy arrays (no header) are what nanoGPT and llm.c use: a shard is
+memory-mapped in microseconds and the training loader reads any window of any split without
+loading the rest, so a corpus larger than RAM trains as well as a small one. Each document
+is `[bos_id] + encode(text)`; the BOS marks document boundaries for the model and lets a
+reader recover documents. A document may span two shards: shards are only a file-size limit.
+
+`index.json` records per split the shards and their token counts, the number of documents and
+the UTF-8 bytes of their text (the denominator of bits-per-byte).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import numpy as np
+from tqdm import tqdm
+
+from myllm.data.corpus import iter_corpus
+from myllm.data.sources import SPLITS
+from myllm.errors import MyLLMError
+from myllm.io import atomic_dir, atomic_write_json, read_json
+
+if TYPE_CHECKING:
+    from myllm.tokenizer import Tokenizer
+
+BATCH_DOCS, BATCH_CHARS = 1024, 8 << 20  # encode_batch granularity: parallel enough, bounded memory
+PROGRESS_MIN_BYTES = 4 << 20  # show a progress bar for splits larger than this
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
+
+
+class _ShardWriter:
+    """Appends token arrays to `{split}-NNNNN.bin`, starting a new file every `shard_tokens` tokens."""
+
+    def __init__(self, folder: Path, split: str, shard_tokens: int):
+        self.folder, self.split, self.shard_tokens = folder, split, shard_tokens
+        self.shards: list[dict[str, Any]] = []
+        self.file: BinaryIO | None = None
+
+    def write(self, tokens: np.ndarray) -> None:
+        while len(tokens):
+            if self.file is None or self.shards[-1]["tokens"] == self.shard_tokens:
+                self._next_file()
+            room = self.shard_tokens - self.shards[-1]["tokens"]
+            part, tokens = tokens[:room], tokens[room:]
+            self.file.write(part.tobytes())
+            self.shards[-1]["tokens"] += len(part)
+
+    def _next_file(self) -> None:
+        self.close()
+        name = f"{self.split}-{len(self.shards):05d}.bin"
+        self.file = open(self.folder / name, "wb")  # noqa: SIM115
+        self.shards.append({"file": name, "tokens": 0})
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def _doc_batches(corpus_dir: Path, split: str) -> Iterator[list[str]]:
+    batch: list[str] = []
+    chars = 0
+    for rec in iter_corpus(corpus_dir, split):
+        batch.append(rec["text"])
+        chars += len(rec["text"])
+        if len(batch) >= BATCH_DOCS or chars >= BATCH_CHARS:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
+
+
+def write_shards(corpus_dir: Path, tokenizer: Tokenizer, shards_dir: Path, shard_tokens: int) -> dict[str, Any]:
+    """Tokenize every split of the corpus into shards; return the index. Written atomically."""
+    corpus_dir, shards_dir = Path(corpus_dir), Path(shards_dir)
+    if not (corpus_dir / "manifest.json").is_file():
+        raise MyLLMError(f"no corpus in {corpus_dir} (manifest.json missing); run `myllm data` (or `myllm run`) first")
+    if shard_tokens <= 0:
+        raise MyLLMError(f"data.shard_tokens = {shard_tokens} must be positive")
+    dtype = token_dtype(tokenizer.vocab_size)
+    bos = np.array([tokenizer.bos_id], dtype=dtype)
+    index: dict[str, Any] = {
+        "dtype": dtype.name,
+        "vocab_size": tokenizer.vocab_size,
+        "bos_id": tokenizer.bos_id,
+        "shard_tokens": shard_tokens,
+        "splits": {},
+    }
+    with atomic_dir(shards_dir) as tmp:
+        for split in SPLITS:
+            path = corpus_dir / f"{split}.jsonl"
+            size = path.stat().st_size if path.is_file() else 0
+            writer = _ShardWriter(tmp, split, shard_tokens)
+            docs = n_bytes = 0
+            bar = tqdm(desc=f"shards {split}", unit="tok", unit_scale=True, leave=False,
+                       disable=None if size > PROGRESS_MIN_BYTES else True)
+            try:
+                for texts in _doc_batches(corpus_dir, split):
+                    encoded = tokenizer.encode_batch(texts)
+                    flat = np.concatenate([piece for ids in encoded for piece in (bos, np.asarray(ids, dtype=dtype))])
+                    writer.write(flat)
+                    docs += len(texts)
+                    n_bytes += sum(len(t.encode("utf-8")) for t in texts)
+                    bar.update(len(flat))
+            finally:
+                writer.close()
+                bar.close()
+            index["splits"][split] = {
+                "shards": writer.shards,
+                "tokens": sum(s["tokens"] for s in writer.shards),
+                "documents": docs,
+                "bytes": n_bytes,
+            }
+        atomic_write_json(tmp / "index.json", index)
+    return index
+
+
+def read_index(shards_dir: Path) -> dict[str, Any]:
+    """The shard index, or one clear error if the shards were never written."""
+    path = Path(shards_dir) / "index.json"
+    if not path.is_file():
+        raise MyLLMError(
+            f"no token shards in {Path(shards_dir).parent} ({path} missing); run `myllm data` (or `myllm run`) first"
+        )
+    try:
+        return read_json(path)
+    except (OSError, json.JSONDecodeError) as e:
+        raise MyLLMError(f"cannot read {path} ({e}); delete {shards_dir} and run `myllm data` again") from None
+
+
+class ShardReader:
+    """Random access to one split's token stream across its shards, via memory maps.
+
+    Only the pages a slice touches are read, so a multi-GB split costs no RAM up front; the
+    training loader calls `slice` for every sequence it draws.
+    """
+
+    def __init__(self, shards_dir: Path, split: str):
+        self.shards_dir, self.split = Path(shards_dir), split
+        index = read_index(self.shards_dir)
+        if split not in index["splits"]:
+            raise MyLLMError(f"split {split!r} is not in {self.shards_dir / 'index.json'}; "
+                             f"splits: {', '.join(index['splits'])}")
+        self.dtype = np.dtype(index["dtype"])
+        self.vocab_size: int = index["vocab_size"]
+        self.bos_id: int = index["bos_id"]
+        self.info: dict[str, Any] = index["splits"][split]
+        self._maps: list[np.memmap] = []
+        self._starts: list[int] = []  # global offset of each shard's first token
+        total = 0
+        for shard in self.info["shards"]:
+            path = self.shards_dir / shard["file"]
+            expected = shard["tokens"] * self.dtype.itemsize
+            actual = path.stat().st_size if path.is_file() else -1
+            if actual != expected:
+                raise MyLLMError(
+                    f"shard {path} is missing or has {actual} bytes, expected {expected}; "
+                    f"delete {self.shards_dir} and run `myllm data` again"
+                )
+            self._maps.append(np.memmap(path, dtype=self.dtype, mode="r"))
+            self._starts.append(total)
+            total += shard["tokens"]
+        self._len = total
+
+    def __len__(self) -> int:
+        return self._len
+
+    def slice(self, start: int, stop: int) -> np.ndarray:
+        """Tokens [start, stop) of the split as a new array (may cross shard boundaries)."""
+        start, stop = max(0, start), min(stop, self._len)
+        if stop <= start:
+            return np.empty(0, dtype=self.dtype)
+        i = bisect.bisect_right(self._starts, start) - 1
+        parts = []
+        while start < stop:
+            base = self._starts[i]
+            end = min(stop, base + len(self._maps[i]))
+            parts.append(self._maps[i][start - base : end - base])
+            start, i = end, i + 1
+        return np.array(parts[0]) if len(parts) == 1 else np.concatenate(parts)
+
+
+def load_tokens(shards_dir: Path, split: str) -> np.ndarray:
+    """A split's whole token stream: the memmap itself for one shard (read-only, no copy), else
+    the shards concatenated in memory. For large splits use `ShardReader`."""
+    reader = ShardReader(shards_dir, split)
+    if len(reader._maps) == 1:
+        return reader._maps[0]
+    return reader.slice(0, len(reader))

@@ -1,0 +1,144 @@
+"""Byte-level BPE with Hugging Face `tokenizers`: trained on the corpus, saved as `tokenizer.json`.
+
+Why these choices:
+- Byte-level (GPT-2 style, every one of the 256 bytes is in the base vocabulary): any Unicode
+  string encodes, and `decode(encode(s)) == s` exactly, with no unknown token.
+- Digits are split one per token: a number's digits then always align the same way, which
+  makes arithmetic learnable for a small model (as in Llama and nanochat).
+- The special tokens come first (ids 0..6), so `<|pad|>` is 0 and the chat tokens that
+  post-training uses have the same ids in every vocabulary size.
+- Special-token *strings* in user text are encoded as plain text (`encode_special_tokens`):
+  a document or a chat message containing "<|assistant|>" cannot forge a control token. Code
+  that builds a sequence (BOS per document, the chat template) inserts ids with `token_id()`.
+- The file is the standard `tokenizer.json`, loadable by `tokenizers.Tokenizer.from_file` and by
+  `transformers.PreTrainedTokenizerFast(tokenizer_file=...)`, so export copies it as is.
+  `encode_special_tokens` is a runtime flag that the file does not store; `Tokenizer.load` sets it.
+
+On a small corpus BPE runs out of pairs to merge and the vocabulary ends up smaller than
+requested: `Tokenizer.vocab_size` is the true size, and the model's vocab_size must be >= it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+from myllm.errors import MyLLMError
+from myllm.io import atomic_write_text
+
+SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|eos|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+MIN_VOCAB = 256 + len(SPECIAL_TOKENS)  # every byte plus the special tokens
+MAX_VOCAB = 1 << 32  # shards store ids as uint16 or uint32
+
+
+class Tokenizer:
+    """A loaded tokenizer: plain-text encode, exact decode, and the special-token ids."""
+
+    def __init__(self, hf: HFTokenizer, path: Path | None = None):
+        got = [hf.token_to_id(t) for t in SPECIAL_TOKENS]
+        if got != list(range(len(SPECIAL_TOKENS))):
+            where = path or "this tokenizer"
+            raise MyLLMError(
+                f"{where} does not have MyLLM's special tokens {SPECIAL_TOKENS} at ids 0..6 (got {got}); "
+                "train it with `myllm tokenizer`"
+            )
+        hf.encode_special_tokens = True
+        self.hf, self.path = hf, path
+        self.pad_id, self.bos_id, self.eos_id = 0, 1, 2
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tokenizer:
+        """Load `tokenizer.json` (or a folder that holds one)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        if not path.is_file():
+            raise MyLLMError(f"tokenizer {path} not found; run `myllm tokenizer` (or `myllm run`) first")
+        try:
+            hf = HFTokenizer.from_file(str(path))
+        except Exception as e:  # the Rust side raises a plain Exception for a bad file
+            raise MyLLMError(f"cannot read tokenizer {path} ({e}); delete it and run `myllm tokenizer` again") from None
+        return cls(hf, path)
+
+    def save(self, path: str | Path) -> None:
+        """Write `tokenizer.json` atomically."""
+        atomic_write_text(path, self.hf.to_str(pretty=True))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.hf.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`, without BOS/EOS; special-token strings are plain text."""
+        return self.hf.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """`encode` for many texts at once, in parallel threads (the shard writer's hot loop)."""
+        return [e.ids for e in self.hf.encode_batch_fast(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int], skip_special: bool = False) -> str:
+        """Text of `ids`. Special tokens appear as their strings unless `skip_special`."""
+        ids = ids.tolist() if hasattr(ids, "tolist") else [int(i) for i in ids]
+        return self.hf.decode(ids, skip_special_tokens=skip_special)
+
+    def token_id(self, name: str) -> int:
+        """Id of a token, e.g. `token_id("<|user|>")`; the short form `"user"` works for special tokens."""
+        tok = name if name.startswith("<|") or f"<|{name}|>" not in SPECIAL_TOKENS else f"<|{name}|>"
+        i = self.hf.token_to_id(tok)
+        if i is None:
+            raise MyLLMError(f"token {name!r} is not in the vocabulary; special tokens: {', '.join(SPECIAL_TOKENS)}")
+        return i
+
+    def id_to_token(self, token_id: int) -> str:
+        """The vocabulary entry (byte-level form, e.g. 'Ġthe' for ' the')."""
+        tok = self.hf.id_to_token(int(token_id))
+        if tok is None:
+            raise MyLLMError(f"token id {token_id} is outside the vocabulary (size {self.vocab_size})")
+        return tok
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(vocab_size={self.vocab_size}, path={self.path})"
+
+
+def _batches(texts: Iterable[str], size: int = 1000) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for t in texts:
+        batch.append(t)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, path: str | Path) -> Tokenizer:
+    """Train byte-level BPE on `texts` (streamed), save it to `path` atomically, return it.
+
+    The result may have fewer than `vocab_size` entries when the texts are too small to
+    support that many merges (merges need a pair seen at least twice).
+    """
+    if not MIN_VOCAB <= vocab_size <= MAX_VOCAB:
+        raise MyLLMError(
+            f"model.vocab_size = {vocab_size}: a byte-level tokenizer needs between {MIN_VOCAB} "
+            f"(256 bytes + {len(SPECIAL_TOKENS)} special tokens) and {MAX_VOCAB}; pick e.g. 4096"
+        )
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    hf.train_from_iterator(_batches(texts), trainer)
+    tok = Tokenizer(hf, Path(path))
+    tok.save(path)
+    return tok
