@@ -1,0 +1,62 @@
+"""Smoke tests of the benchmark scripts' measuring parts (the benchmarks themselves run on demand)."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import torch
+
+from myllm.config import MODEL_PRESETS, ModelConfig
+from myllm.model import Transformer
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_topics_corpus_is_cut_into_small_documents_without_losing_text(tmp_path):
+    real_text = load("real_text")
+    from pydoc_data.topics import topics
+
+    info = real_text.write_topics_corpus(tmp_path)
+    files = sorted(tmp_path.glob("*.txt"))
+    assert info["documents"] == len(files) > 3 * len(topics)
+    sizes = [len(f.read_bytes()) for f in files]
+    assert sorted(sizes)[len(sizes) // 2] < 3000  # the median document is 1-3 KB
+    words = lambda text: text.split()
+    assert sum(len(words(f.read_text())) for f in files) == sum(len(words(t)) for t in topics.values())
+
+
+def test_char_eval_predicts_every_character_once():
+    real_text = load("real_text")
+    model = real_text.CharGPT(vocab=10, block=8, n_layer=1, d=16, n_head=2)
+    for p in model.parameters():
+        torch.nn.init.zeros_(p)  # uniform predictions: exactly ln(V) nats per predicted character
+    ids, unknown = real_text.encode_docs(["abcab", "ba?"], {"a": 2, "b": 3, "c": 4})
+    assert unknown == 1 and ids.tolist() == [0, 2, 3, 4, 2, 3, 0, 3, 2, 1]
+    assert math.isclose(real_text.evaluate_chars(model, ids, block=4, batch=2), 9 * math.log(10), rel_tol=1e-6)
+
+
+def test_baseline_learns_in_a_short_budget():
+    real_text = load("real_text")
+    docs = ["the cat sat on the mat. " * 20] * 6
+    result = real_text.train_baseline(docs, docs[:1], budget=2.0, block=16, batch=4, warmup=1)
+    assert result["steps"] >= 1 and result["seconds"] >= 2.0  # trains until the budget is spent
+    assert result["val_bpb"] < math.log2(result["vocab"]) - 0.3  # clearly better than a uniform guess
+
+
+def test_flops_per_token_counts_the_tied_embedding_once():
+    throughput = load("throughput")
+    cfg = ModelConfig(preset="small", **MODEL_PRESETS["small"])
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    fpt, n = throughput.flops_per_token(model, 256)
+    d, L, V, ff, kv = 256, 6, 4096, 768, 128
+    expected_n = V * d + L * (2 * d * d + 2 * d * kv + 3 * d * ff + 2 * d) + d
+    assert n == expected_n == 5_770_496
+    assert fpt == 6 * expected_n + 12 * L * d * 256

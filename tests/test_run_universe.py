@@ -1,0 +1,42 @@
+"""`myllm run` on the built-in universe: the smoke run CI relies on, and the default's sizing."""
+
+import json
+
+import pytest
+
+from myllm.config import resolve_config
+from myllm.data.shards import read_index
+from myllm.run import prepare_run_dir, run, stage_corpus, stage_shards, stage_tokenizer
+
+
+@pytest.fixture(scope="module")
+def quick_summary(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quick") / "run"
+    return out, run(out, preset="quick", show_progress=False)
+
+
+def test_quick_run_reports_every_figure(quick_summary):
+    out, s = quick_summary
+    for key in ("val_bpb", "test_bpb", "floor_val_bpb", "floor_test_bpb", "probe_accuracy", "params",
+                "tokens_trained", "stage_seconds"):
+        assert key in s, key
+    assert json.loads((out / "summary.json").read_text())["val_bpb"] == s["val_bpb"]
+    # No model beats the source entropy; a trained one gets within a few times of it.
+    assert s["floor_val_bpb"] < s["val_bpb"] < 4 * s["floor_val_bpb"]
+    assert s["floor_test_bpb"] < s["test_bpb"] < 4 * s["floor_test_bpb"]
+    assert 0.0 <= s["probe_accuracy"] <= 1.0
+    assert len(s["samples"]) == 3 and all(x["completion"] for x in s["samples"])
+    universe = json.loads((out / "corpus" / "universe.json").read_text())
+    assert len(universe["probes"]) >= 60 * 5
+
+
+def test_default_run_sees_every_training_book_at_least_once(tmp_path):
+    out = tmp_path / "run"
+    cfg = prepare_run_dir(out, "default", None, [], None, None)
+    stage_corpus(out, cfg)
+    stage_tokenizer(out, cfg)
+    stage_shards(out, cfg)
+    train_tokens = read_index(out / "shards")["splits"]["train"]["tokens"]
+    per_step = cfg.train.batch_size * cfg.train.grad_accum * cfg.seq_len
+    assert cfg.train.max_steps * per_step >= train_tokens
+    assert cfg == resolve_config("default")
