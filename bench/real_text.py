@@ -5,7 +5,7 @@ What is measured
     machine, in the same process, with the same number of torch threads:
 
     * MyLLM: `myllm.run.run(out, data=FOLDER, time_budget=BUDGET)`, i.e. the default preset
-      (model `small`, byte-level BPE, the default optimizer and schedule fitted to the budget).
+      (model `micro`, byte-level BPE, the default optimizer and schedule fitted to the budget).
       No `--set` overrides unless you pass `--set` here (for experiments; the claim is about
       the default). Its `val_bpb` is MyLLM's own final evaluation over the whole val split.
     * Baseline (in this file, nanoGPT style): a character-level GPT on the *identical* split

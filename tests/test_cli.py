@@ -90,8 +90,8 @@ def test_bad_files_are_skipped_and_counted_not_fatal(tmp_path):
 @pytest.mark.parametrize(
     "setting, fragments",
     [
-        ("model.n_heads=3", ["model.n_heads = 3 does not divide model.d_model = 256", "pick heads from"]),
-        ("model.n_kv_heads=3", ["model.n_kv_heads = 3 does not divide model.n_heads = 4"]),
+        ("model.n_heads=3", ["model.n_heads = 3 does not divide model.d_model = 128", "pick heads from"]),
+        ("model.n_kv_heads=3", ["model.n_kv_heads = 3 does not divide model.n_heads = 2"]),
         ("train.nope=1", ["unknown key 'train.nope'"]),
         ("train.lr=fast", ["train.lr must be a float"]),
         ("model.preset=huge", ["unknown model preset 'huge'", "myllm-1b"]),

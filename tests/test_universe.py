@@ -160,7 +160,7 @@ def test_chooser_bits_are_exact_minus_log2_probabilities():
     assert parsed.bits == ch.bits
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(world_seed=st.integers(0, 10**6), book_seed=st.integers(0, 10**6), mean=st.floats(1, 6))
 def test_any_seed_gives_self_consistent_books(world_seed, book_seed, mean):
     world = U.build_world(world_seed)

@@ -46,15 +46,16 @@ def cmd_data(a: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(a: argparse.Namespace) -> int:
-    from myllm.run import load_run, run_stage
+    from myllm.run import BUDGET_MAX_STEPS, load_run, run_stage
     from myllm.train.pretrain import pretrain
 
     out = Path(a.run)
-    extra = list(a.overrides)
+    extra = []
+    if a.time_budget is not None:  # the budget is the stopping rule unless --max-steps is given too
+        extra += [f"train.time_budget={float(a.time_budget)}", f"train.max_steps={BUDGET_MAX_STEPS}"]
     if a.max_steps is not None:
         extra.append(f"train.max_steps={a.max_steps}")
-    if a.time_budget is not None:
-        extra.append(f"train.time_budget={float(a.time_budget)}")
+    extra += a.overrides
     cfg = load_run(out, extra)
     result = run_stage(out, "pretrain", cfg, lambda: pretrain(out, cfg, resume=a.resume, restart=a.restart,
                                                                show_progress=not a.no_progress))

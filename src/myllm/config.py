@@ -72,7 +72,7 @@ def divisors(n: int) -> list[int]:
 # Named model shapes. `myllm-1b` is the seed's design: exactly 1,055,231,744 parameters.
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "nano": dict(vocab_size=1024, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=192, context=128),
-    "micro": dict(vocab_size=2048, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, d_ff=384, context=256),
+    "micro": dict(vocab_size=2048, d_model=128, n_layers=4, n_heads=2, n_kv_heads=1, d_ff=384, context=256),
     "small": dict(vocab_size=4096, d_model=256, n_layers=6, n_heads=4, n_kv_heads=2, d_ff=768, context=256),
     "gpt2-124m": dict(vocab_size=50304, d_model=768, n_layers=12, n_heads=12, n_kv_heads=12, d_ff=2048, context=1024),
     "myllm-1b": dict(
@@ -181,11 +181,19 @@ class RunConfig:
 
 
 # Run presets: the defaults of `myllm run` and of `myllm run --quick` (CI's smoke test).
+# The default is tuned for the built-in universe on a 2-core CPU (~10 minutes in all): at equal
+# wall-clock a 128-wide, 4-layer model sees ~4x the tokens of the 256-wide `small` one and
+# learns the world's facts far sooner (87% vs 9% probe accuracy after 240 s on one core).
 RUN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "default": {},
+    "default": {
+        "model": {"preset": "micro"},
+        "train": {"batch_size": 8, "lr": 6e-3, "warmup_steps": 30, "max_steps": 2400, "eval_every": 400,
+                  "ckpt_every": 400},
+    },
     "quick": {
         "model": {"preset": "micro"},
-        "train": {"max_steps": 150, "batch_size": 16, "warmup_steps": 20, "eval_every": 75, "ckpt_every": 75},
+        "train": {"batch_size": 8, "lr": 6e-3, "warmup_steps": 20, "max_steps": 200, "eval_every": 100,
+                  "ckpt_every": 100},
     },
 }
 

@@ -36,6 +36,7 @@ from myllm.io import atomic_write_json, atomic_write_text, read_json
 from myllm.train.checkpoint import latest_checkpoint, read_state
 
 STAGES = ("corpus", "tokenizer", "shards", "pretrain", "evaluate")
+BUDGET_MAX_STEPS = 10**9  # with --time-budget, the clock (not a step count) ends training
 
 
 def _hash(*parts: Any) -> str:
@@ -146,12 +147,17 @@ def stage_evaluate(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
 
 def prepare_run_dir(out: Path, preset: str, config_file: str | None, overrides: list[str], data: str | None,
                     time_budget: float | None) -> RunConfig:
-    """Resolve the config: the run's existing config.toml (if any) is the base, then flags."""
-    extra = list(overrides)
+    """Resolve the config: the run's existing config.toml (if any) is the base, then flags.
+
+    A time budget becomes the stopping rule: it lifts train.max_steps, unless `--set
+    train.max_steps=N` is given too (then whichever comes first stops training).
+    """
+    extra = []
     if data is not None:
         extra.append(f"data.source={Path(data).resolve()}")
     if time_budget is not None:
-        extra.append(f"train.time_budget={float(time_budget)}")
+        extra += [f"train.time_budget={float(time_budget)}", f"train.max_steps={BUDGET_MAX_STEPS}"]
+    extra += list(overrides)
     existing = out / "config.toml"
     if existing.is_file() and preset == "default" and config_file is None:
         cfg = load_run_config(existing)

@@ -80,15 +80,29 @@ class TrainBatches:
 
 
 def eval_batches(
-    reader: ShardReader, batch_size: int, seq_len: int, max_tokens: int | None = None
+    reader: ShardReader, batch_size: int, seq_len: int, max_tokens: int | None = None, stride: int | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Every target token of the split exactly once, in order (the last window padded).
+    """Every target token of the split exactly once, in order.
 
-    Padding positions carry target -100, which the loss ignores. `max_tokens` evaluates only a
-    prefix of the split (periodic evals during training).
+    Windows of `seq_len` start every `stride` tokens (default: `seq_len`, no overlap). With
+    overlap, a window scores only its last `stride` targets (the first window scores all), so
+    every target but those of the first window is predicted with at least `seq_len - stride`
+    tokens of context, as in a model's real use, instead of the first targets of each window
+    being predicted from almost nothing. Unscored and padding positions carry target -100,
+    which the loss ignores. `max_tokens` evaluates only a prefix of the split.
     """
+    stride = stride or seq_len
+    if not 0 < stride <= seq_len:
+        raise ValueError(f"stride {stride} must be in 1..seq_len ({seq_len})")
     n = len(reader) if max_tokens is None else min(len(reader), max_tokens + 1)
-    starts = list(range(0, max(n - 1, 0), seq_len))
+    starts = []
+    if n >= 2:
+        s = 0
+        while True:
+            starts.append(s)
+            if s + seq_len >= n - 1:
+                break
+            s += stride
     for i in range(0, len(starts), batch_size):
         xs, ys = [], []
         for s in starts[i : i + batch_size]:
@@ -96,6 +110,8 @@ def eval_batches(
             x = np.zeros(seq_len, dtype=np.int64)
             y = np.full(seq_len, -100, dtype=np.int64)
             x[: len(chunk) - 1], y[: len(chunk) - 1] = chunk[:-1], chunk[1:]
+            if s > 0:
+                y[: seq_len - stride] = -100  # scored by the previous window
             xs.append(x)
             ys.append(y)
         yield torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))

@@ -44,11 +44,12 @@ def lr_at(step: int, progress: float, cfg: TrainConfig) -> float:
 
     `progress` in [0, 1] is how far through training we are: step / max_steps, or, with a
     time budget, elapsed / budget, whichever is further, so that the schedule ends where the
-    run ends.
+    run ends. (With a budget the cosine is measured in time from 0, a negligible difference
+    from starting it exactly where the warmup steps end.)
     """
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    warm = cfg.warmup_steps / max(cfg.max_steps, 1)
+    warm = 0.0 if cfg.time_budget > 0 else cfg.warmup_steps / max(cfg.max_steps, 1)
     t = 0.0 if progress <= warm else min(1.0, (progress - warm) / max(1.0 - warm, 1e-9))
     floor = cfg.lr * cfg.min_lr_ratio
     return floor + 0.5 * (cfg.lr - floor) * (1.0 + math.cos(math.pi * t))
