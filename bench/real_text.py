@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="keep MyLLM's run directory here (default: a temp dir)")
     args = parser.parse_args(argv)
 
-    from myllm.run import run
+    from myllm.run import load_run, run
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -268,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = run(out, overrides=args.overrides, data=str(docs_dir), time_budget=args.budget,
                       show_progress=False, log=lambda msg: None)
         wall = time.perf_counter() - t0
+        preset = load_run(out).model.preset
         shares = [(time.process_time() - c0) / wall / threads]
         print(f"MyLLM run done in {wall:.0f}s wall (all stages)", flush=True)
         torch.set_num_threads(threads)  # in case a --set train.threads changed it
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
           f"baseline vocab {base['vocab']} (incl. BOS, UNK), val chars unseen in train: "
           f"{base['val_unknown_chars']} of {base['val_chars']:,}")
     rows = [
-        ("MyLLM default (small, BPE)", summary["params"], f"{summary['tokens_trained']:,} tok",
+        (f"MyLLM default ({preset}, BPE)", summary["params"], f"{summary['tokens_trained']:,} tok",
          summary["train_seconds"], summary["val_bpb"]),
         ("char GPT-2 baseline", base["params"], f"{base['tokens']:,} chr", base["seconds"], base["val_bpb"]),
     ]

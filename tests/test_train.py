@@ -121,3 +121,22 @@ def test_schedule_and_decay_groups():
     decay, no_decay = param_groups(model, 0.1)
     assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
     assert len(no_decay["params"]) == 2 * model.cfg.n_layers + 1  # the RMSNorm gains
+
+
+def test_gradient_accumulation_equals_the_larger_batch(tiny_run, tmp_path):
+    import shutil
+    other = tmp_path / "accum"
+    shutil.copytree(tiny_run, other)
+    pretrain(tiny_run, load_run(tiny_run, ["train.max_steps=3", "train.batch_size=8"]), show_progress=False)
+    pretrain(other, load_run(other, ["train.max_steps=3", "train.batch_size=4", "train.grad_accum=2"]),
+             show_progress=False)
+    a, b = final_weights(tiny_run), final_weights(other)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    assert [r[1] for r in losses(tiny_run)] == pytest.approx([r[1] for r in losses(other)], abs=1e-4)
+
+    # Adam is nearly blind to a gradient's scale, so also compare the pre-clip gradient norms:
+    # a micro-batch loss not divided by grad_accum would double them.
+    def norms(run_dir):
+        return [json.loads(x)["grad_norm"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+    assert norms(tiny_run) == pytest.approx(norms(other), rel=1e-3)
