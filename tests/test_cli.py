@@ -50,6 +50,16 @@ def test_run_on_a_folder_then_skip_then_rerun_only_what_changed(tmp_path):
     assert [x.split("]")[0][1:] for x in logs if "running" in x] == ["tokenizer", "shards", "pretrain", "evaluate"]
 
 
+def test_tokenizer_command_retrains_and_reshards(tiny_run, capsys):
+    assert main(["tokenizer", "--run", str(tiny_run), "--set", "model.vocab_size=300"]) == 0
+    assert "bytes/token" in capsys.readouterr().out
+    index = json.loads((tiny_run / "shards" / "index.json").read_text())
+    assert index["vocab_size"] <= 300
+    stages = json.loads((tiny_run / "stages.json").read_text())
+    assert {"tokenizer", "shards"} <= set(stages)
+    assert "vocab_size = 300" in (tiny_run / "config.toml").read_text()
+
+
 def test_generate_and_plan_commands(tiny_run, capsys):
     from myllm.run import load_run
     from myllm.train.pretrain import pretrain

@@ -45,6 +45,22 @@ def cmd_data(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tokenizer(a: argparse.Namespace) -> int:
+    from myllm.run import load_run, run_stage, stage_shards, stage_tokenizer
+
+    out = Path(a.run)
+    cfg = load_run(out, a.overrides)
+    if not (out / "corpus" / "manifest.json").is_file():
+        raise MyLLMError(f"{out} has no corpus yet; run `myllm data --run {out}` first")
+    run_stage(out, "tokenizer", cfg, lambda: stage_tokenizer(out, cfg))
+    run_stage(out, "shards", cfg, lambda: stage_shards(out, cfg))
+    index = json.loads((out / "shards" / "index.json").read_text())
+    print(f"tokenizer: {index['vocab_size']:,} tokens; shards: " +
+          ", ".join(f"{s} {v['tokens']:,} tokens ({v['bytes'] / max(v['tokens'], 1):.2f} bytes/token)"
+                    for s, v in index["splits"].items()))
+    return 0
+
+
 def cmd_pretrain(a: argparse.Namespace) -> int:
     from myllm.run import BUDGET_MAX_STEPS, load_run, run_stage
     from myllm.train.pretrain import pretrain
@@ -144,6 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML file with config overrides")
     _add_config_flags(p)
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("tokenizer", help="(re)train the tokenizer on a run's corpus and re-tokenize the shards")
+    p.add_argument("--run", required=True, help="run directory")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_tokenizer)
 
     p = sub.add_parser("pretrain", help="pretrain on a run directory's shards")
     p.add_argument("--run", required=True, help="run directory")
