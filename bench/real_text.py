@@ -284,8 +284,9 @@ def main(argv: list[str] | None = None) -> int:
           f"test {c['test']['documents']} docs / {c['test']['bytes']:,} B; "
           f"baseline vocab {base['vocab']} (incl. BOS, UNK), val chars unseen in train: "
           f"{base['val_unknown_chars']} of {base['val_chars']:,}")
+    label = f"MyLLM {'--set' if args.overrides else 'default'} ({preset}, BPE)"
     rows = [
-        (f"MyLLM default ({preset}, BPE)", summary["params"], f"{summary['tokens_trained']:,} tok",
+        (label, summary["params"], f"{summary['tokens_trained']:,} tok",
          summary["train_seconds"], summary["val_bpb"]),
         ("char GPT-2 baseline", base["params"], f"{base['tokens']:,} chr", base["seconds"], base["val_bpb"]),
     ]

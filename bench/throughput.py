@@ -24,9 +24,10 @@ What is measured
     non-matmul work (norms, RoPE, softmax, AdamW) are not counted: they cost time, not FLOPs.
 
 How to read it
-    The `small` row (256 wide, 6 layers: MyLLM's default model) is the one the target is about:
-    MFU >= 50% on CPU. `micro` (128 wide) is shown for scale: smaller matmuls reach a smaller
-    share of peak. The script exits non-zero when `small` misses the target. `CPU share` is
+    The `small` row (256 wide, 6 layers) is the one the target is about: MFU >= 50% on CPU
+    (with `--compile`, the better of eager and compiled counts). `micro` (128 wide, the model
+    of the default `myllm run`) is shown for scale: smaller matmuls reach a smaller share of peak.
+    The script exits non-zero when `small` misses the target. `CPU share` is
     process CPU time / wall time / threads during the timed steps: ~100% on an idle machine;
     well below (or a peak that varies between rounds) means other processes took the cores
     and the run says so: rerun when the machine is idle. `--profile` adds

@@ -1,6 +1,7 @@
 """Pretraining: determinism, exact resume (also after SIGKILL), time budget, bad resumes."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -115,6 +116,10 @@ def test_schedule_and_decay_groups():
     assert lr_at(9, 9 / 110, cfg) == pytest.approx(1.0)
     assert lr_at(60, 60 / 110, cfg) == pytest.approx(0.55)  # half way through the cosine
     assert lr_at(110, 1.0, cfg) == pytest.approx(0.1)
+    # Under a time budget a long warmup is cut at 5% of the budget.
+    budget = TrainConfig(lr=1.0, warmup_steps=1000, max_steps=10**9, time_budget=100.0, min_lr_ratio=0.1)
+    assert lr_at(10, 0.025, budget) == pytest.approx(0.5)
+    assert lr_at(20, 0.06, budget) == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi * 0.06)))
     from myllm.config import MODEL_PRESETS, ModelConfig
     from myllm.model import Transformer
     model = Transformer(ModelConfig(**MODEL_PRESETS["nano"]))

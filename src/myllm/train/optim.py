@@ -39,6 +39,9 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
     )
 
 
+BUDGET_WARMUP_SHARE = 0.05
+
+
 def lr_at(step: int, progress: float, cfg: TrainConfig) -> float:
     """Linear warmup for `warmup_steps`, then cosine decay to `lr * min_lr_ratio`.
 
@@ -47,9 +50,17 @@ def lr_at(step: int, progress: float, cfg: TrainConfig) -> float:
     run ends. (With a budget the cosine is measured in time from 0, a negligible difference
     from starting it exactly where the warmup steps end.)
     """
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    warm = 0.0 if cfg.time_budget > 0 else cfg.warmup_steps / max(cfg.max_steps, 1)
+    if cfg.time_budget > 0:
+        # Under a time budget, warmup ends after warmup_steps or 5% of the budget, whichever
+        # comes first: a slow model must not spend most of a short budget warming up.
+        warm_done = max((step + 1) / max(cfg.warmup_steps, 1), progress / BUDGET_WARMUP_SHARE)
+        if warm_done < 1:
+            return cfg.lr * warm_done
+        warm = 0.0
+    else:
+        if step < cfg.warmup_steps:
+            return cfg.lr * (step + 1) / cfg.warmup_steps
+        warm = cfg.warmup_steps / max(cfg.max_steps, 1)
     t = 0.0 if progress <= warm else min(1.0, (progress - warm) / max(1.0 - warm, 1e-9))
     floor = cfg.lr * cfg.min_lr_ratio
     return floor + 0.5 * (cfg.lr - floor) * (1.0 + math.cos(math.pi * t))
