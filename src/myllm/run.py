@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -239,13 +238,3 @@ def load_run(out: Path, overrides: list[str] | None = None) -> RunConfig:
     cfg = load_run_config(path)
     apply_overrides(cfg, parse_overrides(overrides or []), "--set")
     return cfg.validate()
-
-
-def clean_stage_outputs(out: Path) -> None:
-    """Remove everything a run wrote (used by tests and `--fresh`)."""
-    for name in ("corpus", "tokenizer", "shards", "checkpoints", "metrics.jsonl", "summary.json", "stages.json"):
-        p = out / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()

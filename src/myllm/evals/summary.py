@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -78,7 +79,7 @@ def evaluate_run(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
             summary[f"floor_{split}_bpb"] = round(universe["floor"][split]["bpb"], 5)
         if "val_bpb" in summary:
             summary["val_bpb_over_floor"] = round(summary["val_bpb"] / summary["floor_val_bpb"], 4)
-        probes = [type("Probe", (), p) for p in universe["probes"]]
+        probes = [SimpleNamespace(**p) for p in universe["probes"]]
         result = probe_accuracy(model, tok, probes)
         summary["probe_accuracy"] = round(result["accuracy"], 4)
         summary["probe_accuracy_by_attribute"] = {k: round(v, 4) for k, v in result["by_attribute"].items()}

@@ -70,17 +70,14 @@ def stream(model: Transformer, prompt: list[int], params: SamplingParams) -> Ite
         generator = torch.Generator(device=device).manual_seed(params.seed)
     cache = KVCache.allocate(model.cfg, 1, len(prompt) + budget, device, model.embed_tokens.weight.dtype)
     logits = model(torch.tensor([prompt], device=device), cache=cache, start=0)[:, -1]
-    pos = len(prompt)
-    for _ in range(budget):
+    for pos in range(len(prompt), len(prompt) + budget):
         token = next_token(logits, params, generator)
         tok = int(token.item())
         if tok in params.stop_ids:
             return
         yield tok
-        if pos >= cache.max_len:
-            return
-        logits = model(token.view(1, 1), cache=cache, start=pos)[:, -1]
-        pos += 1
+        if pos + 1 < cache.max_len:  # no forward pass after the last token
+            logits = model(token.view(1, 1), cache=cache, start=pos)[:, -1]
 
 
 def generate(model: Transformer, prompt: list[int], params: SamplingParams) -> list[int]:
