@@ -60,3 +60,14 @@ def test_flops_per_token_counts_the_tied_embedding_once():
     expected_n = V * d + L * (2 * d * d + 2 * d * kv + 3 * d * ff + 2 * d) + d
     assert n == expected_n == 5_770_496
     assert fpt == 6 * expected_n + 12 * L * d * 256
+
+
+def test_data_bench_corpus_and_dedup_measurement(tmp_path, capsys):
+    data = load("data")
+    size = data.make_corpus(tmp_path / "docs", 1.0)
+    assert 1e6 <= size < 1.5e6
+    data.dedup_quality(n_docs=300, n_planted=80)
+    out = capsys.readouterr().out
+    recall = float(out.split("recall at Jaccard >= 0.8: ")[1].split()[0])
+    precision = float(out.split("precision: ")[1].split()[0])
+    assert recall >= 0.95 and precision >= 0.99

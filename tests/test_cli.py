@@ -90,7 +90,8 @@ def test_bad_files_are_skipped_and_counted_not_fatal(tmp_path):
     (data / "binary.txt").write_bytes(b"\x00\x01\x02 binary junk" * 10)
     (data / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
     out = tmp_path / "run"
-    assert main(["data", "--run", str(out), "--data", str(data), *sum((["--set", x] for x in TINY), [])]) == 0
+    flags = sum((["--set", x] for x in TINY), [])
+    assert main(["data", "prepare", "--out", str(out), "--data", str(data), *flags]) == 0
     manifest = json.loads((out / "corpus" / "manifest.json").read_text())
     assert sum(manifest["skipped"].values()) >= 2
     assert manifest["splits"]["train"]["documents"] + manifest["splits"]["val"]["documents"] + \

@@ -13,24 +13,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from myllm.config import DataConfig
+from myllm.config import DataConfig, QualityConfig
 from myllm.data import (
     ShardReader,
     SkipReport,
     iter_corpus,
     iter_documents,
     load_tokens,
-    normalize,
     prepare_corpus,
     write_corpus,
     write_shards,
 )
-from myllm.data import corpus as corpus_mod
+from myllm.data import prepare as prepare_mod
 from myllm.errors import MyLLMError
 from myllm.tokenizer import train_tokenizer
+
+NO_FILTERS = QualityConfig(enabled=False)  # these corpora are a few words per document
 
 
 def docs_of(root: Path, **kw) -> tuple[list, SkipReport]:
@@ -66,7 +65,7 @@ def test_every_format_plain_and_gzipped(tmp_path: Path):
     with open(tmp_path / "h.parquet", "rb") as src, gzip.open(sub / "h.parquet.gz", "wb") as dst:
         dst.write(src.read())
     (tmp_path / "h.parquet").unlink()
-    (tmp_path / "notes.csv").write_text("a,b\n")
+    (tmp_path / "notes.xml").write_text("a,b\n")
     (tmp_path / ".hidden.txt").write_text("never read")
 
     docs, report = docs_of(tmp_path)
@@ -84,7 +83,7 @@ def test_every_format_plain_and_gzipped(tmp_path: Path):
     ]
     assert all(d.split is None for d in docs)
     assert report.counts == {"unsupported_format": 1}
-    assert report.examples[0].startswith("notes.csv: unsupported_format")
+    assert report.examples[0].startswith("notes.xml: unsupported_format")
     assert pq.ParquetFile(tmp_path / "d.parquet").num_row_groups == 4
 
 
@@ -237,28 +236,6 @@ def test_streaming_memory_is_bounded(tmp_path: Path):
     assert peak < 8 << 20, f"peak {peak / 2**20:.1f} MiB"
 
 
-# ---------------------------------------------------------------- normalize
-
-
-def test_normalize_cases():
-    assert normalize("e\u0301") == "\u00e9"  # NFC
-    assert normalize("a\r\nb\rc") == "a\nb\nc"
-    assert normalize("a\x00b\x1bc\x7f\x85d\te") == "abcd\te"
-    assert normalize("line  \t\nnext \u3000\n\n\npara   \n\n") == "line\nnext\n\n\npara"
-    assert normalize("\n\n  indented\n") == "  indented"
-    assert normalize(" \r\n\x00\t ") == ""
-    assert normalize("lone \ud800 surrogate") == "lone \ufffd surrogate"
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.text())
-def test_normalize_is_idempotent_and_clean(s: str):
-    n = normalize(s)
-    assert normalize(n) == n
-    assert "\r" not in n and not n.endswith((" ", "\n", "\t"))
-    n.encode("utf-8")  # always writable
-
-
 # ---------------------------------------------------------------- corpus
 
 
@@ -279,7 +256,7 @@ def test_prepare_dedups_drops_empty_and_writes_manifest(tmp_path: Path):
     (src / "dup_exact.txt").write_text("document number 5\n")
     (src / "blank.txt").write_text("  \n\t\n")
     (src / "bin.txt").write_bytes(b"\x00\x00")
-    manifest = prepare_corpus(src, tmp_path / "corpus", DataConfig())
+    manifest = prepare_corpus(src, tmp_path / "corpus", DataConfig(), quality=NO_FILTERS)
     texts = corpus_texts(tmp_path / "corpus")
     everything = sum(texts.values(), [])
     assert sorted(everything) == sorted(f"document number {i}" for i in range(40))
@@ -297,12 +274,13 @@ def test_prepare_dedups_drops_empty_and_writes_manifest(tmp_path: Path):
 def test_split_is_deterministic_order_independent_and_seeded(tmp_path: Path):
     texts = [f"text {i} " * 3 for i in range(400)]
     cfg = DataConfig(val_fraction=0.1, test_fraction=0.1)
-    prepare_corpus(make_folder(tmp_path / "a", texts), tmp_path / "ca", cfg)
-    prepare_corpus(make_folder(tmp_path / "b", texts[::-1]), tmp_path / "cb", cfg)  # other file order
+    prepare_corpus(make_folder(tmp_path / "a", texts), tmp_path / "ca", cfg, quality=NO_FILTERS)
+    prepare_corpus(make_folder(tmp_path / "b", texts[::-1]), tmp_path / "cb", cfg, quality=NO_FILTERS)  # file order
     a, b = corpus_texts(tmp_path / "ca"), corpus_texts(tmp_path / "cb")
     assert {s: set(v) for s, v in a.items()} == {s: set(v) for s, v in b.items()}
     assert 20 <= len(a["val"]) <= 60 and 20 <= len(a["test"]) <= 60
-    prepare_corpus(tmp_path / "a", tmp_path / "cc", DataConfig(val_fraction=0.1, test_fraction=0.1, split_seed=1))
+    prepare_corpus(tmp_path / "a", tmp_path / "cc", DataConfig(val_fraction=0.1, test_fraction=0.1, split_seed=1),
+                   quality=NO_FILTERS)
     assert set(corpus_texts(tmp_path / "cc")["val"]) != set(a["val"])
 
 
@@ -310,8 +288,8 @@ def test_split_is_deterministic_order_independent_and_seeded(tmp_path: Path):
 def test_small_corpora_get_train_and_held_out_docs(tmp_path: Path, n: int):
     src = make_folder(tmp_path / "src", [f"only doc {i}" for i in range(n)])
     cfg = DataConfig(val_fraction=0.0, test_fraction=0.0)  # the hash alone would put all in train
-    m1 = prepare_corpus(src, tmp_path / "c1", cfg)
-    assert prepare_corpus(src, tmp_path / "c2", cfg)["splits"] == m1["splits"]
+    m1 = prepare_corpus(src, tmp_path / "c1", cfg, quality=NO_FILTERS)
+    assert prepare_corpus(src, tmp_path / "c2", cfg, quality=NO_FILTERS)["splits"] == m1["splits"]
     counts = {s: v["documents"] for s, v in m1["splits"].items()}
     assert sum(counts.values()) == n and counts["train"] >= 1
     if n >= 3:
@@ -321,7 +299,7 @@ def test_small_corpora_get_train_and_held_out_docs(tmp_path: Path, n: int):
 
 def test_small_corpus_where_hash_puts_all_in_val(tmp_path: Path):
     src = make_folder(tmp_path / "src", ["a", "b", "c", "d"])
-    m = prepare_corpus(src, tmp_path / "c", DataConfig(val_fraction=0.99, test_fraction=0.0))
+    m = prepare_corpus(src, tmp_path / "c", DataConfig(val_fraction=0.99, test_fraction=0.0), quality=NO_FILTERS)
     counts = {s: v["documents"] for s, v in m["splits"].items()}
     assert counts["train"] >= 1 and counts["test"] >= 1 and sum(counts.values()) == 4
 
@@ -330,58 +308,70 @@ def test_folder_splits_are_kept_and_missing_test_is_carved_from_train(tmp_path: 
     src = tmp_path / "src"
     make_folder(src / "train", [f"train text {i}" for i in range(50)] + ["shared text"])
     make_folder(src / "val", ["val text", "shared text"])
-    m = prepare_corpus(src, tmp_path / "c", DataConfig(test_fraction=0.1))
+    m = prepare_corpus(src, tmp_path / "c", DataConfig(test_fraction=0.1), quality=NO_FILTERS)
     texts = corpus_texts(tmp_path / "c")
     assert texts["val"] == ["val text", "shared text"]  # held-out folder kept as is, and wins the duplicate
-    assert "shared text" not in texts["train"] and m["duplicates_dropped"] == 1
+    assert "shared text" not in texts["train"] and m["decontaminated"] == 1 and m["duplicates_dropped"] == 0
     assert 1 <= len(texts["test"]) <= 15 and all(t.startswith("train text") for t in texts["test"])
     assert m["split_by"] == "folders+hash"
 
 
 def test_user_errors_are_one_clear_message(tmp_path: Path):
     with pytest.raises(MyLLMError, match="does not exist"):
-        prepare_corpus(tmp_path / "nope", tmp_path / "c", DataConfig())
+        prepare_corpus(tmp_path / "nope", tmp_path / "c", DataConfig(), quality=NO_FILTERS)
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(MyLLMError, match="is a file, not a folder"):
-        prepare_corpus(tmp_path / "file.txt", tmp_path / "c", DataConfig())
+        prepare_corpus(tmp_path / "file.txt", tmp_path / "c", DataConfig(), quality=NO_FILTERS)
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "a.bin").write_bytes(b"\x00")
     (bad / "b.txt").write_text("")
     with pytest.raises(MyLLMError, match=r"no readable documents .*2 files seen, 2 skipped: 1 empty, 1 unsupported"):
-        prepare_corpus(bad, tmp_path / "c", DataConfig())
+        prepare_corpus(bad, tmp_path / "c", DataConfig(), quality=NO_FILTERS)
     only_val = tmp_path / "only_val"
     make_folder(only_val / "val", ["v1", "v2"])
     with pytest.raises(MyLLMError, match=r"train split .* is empty .*put training documents in"):
-        prepare_corpus(only_val, tmp_path / "c", DataConfig())
+        prepare_corpus(only_val, tmp_path / "c", DataConfig(), quality=NO_FILTERS)
     assert not (tmp_path / "c").exists()
 
 
-def test_interrupted_prepare_leaves_no_corpus_and_keeps_the_old_one(tmp_path: Path, monkeypatch):
+def test_interrupted_prepare_resumes_to_the_same_corpus_and_keeps_the_old_one(tmp_path: Path, monkeypatch):
     src = make_folder(tmp_path / "src", [f"doc {i}" for i in range(20)])
+    clean_run = prepare_corpus(src, tmp_path / "uninterrupted" / "corpus", quality=NO_FILTERS)
     out = tmp_path / "run" / "corpus"
-    calls = 0
+    monkeypatch.setattr(prepare_mod, "MIN_BATCH_BYTES", 1)  # one document per batch, one commit per document
+    monkeypatch.setattr(prepare_mod, "MAX_BATCH_BYTES", 1)
+    real, calls = prepare_mod._process_batch, 0
 
-    def flaky(text: str) -> str:
+    def flaky(texts):
         nonlocal calls
         calls += 1
         if calls == 10:
             raise KeyboardInterrupt
-        return text
+        return real(texts)
 
-    monkeypatch.setattr(corpus_mod, "normalize", flaky)
+    monkeypatch.setattr(prepare_mod, "_process_batch", flaky)
     with pytest.raises(KeyboardInterrupt):
-        prepare_corpus(src, out, DataConfig())
-    assert list((tmp_path / "run").iterdir()) == []  # no corpus, no temp leftovers
-    monkeypatch.undo()
-    first = prepare_corpus(src, out, DataConfig())
+        prepare_corpus(src, out, quality=NO_FILTERS)
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["corpus.partial"]  # no corpus yet, progress kept
+    progress = json.loads((tmp_path / "run" / "corpus.partial" / "progress.json").read_text())
+    assert progress["docs_read"] == 9 and not progress["complete"]
+    with open(tmp_path / "run" / "corpus.partial" / "texts.jsonl", "ab") as f:
+        f.write(b'{"id": "written after the last commit, as by a kill"}\n')  # must be cut on resume
+    calls = -(10**9)
+    assert prepare_corpus(src, out, quality=NO_FILTERS) == {**clean_run, "source": str(src)}
+    assert calls == -(10**9) + 11  # only the 11 documents not committed were processed again
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["corpus"]
+    for split in ("train", "val", "test"):
+        assert (out / f"{split}.jsonl").read_bytes() == \
+            (tmp_path / "uninterrupted" / "corpus" / f"{split}.jsonl").read_bytes()
+    # a failed re-prepare after a change keeps the previous corpus
+    first = json.loads((out / "manifest.json").read_text())
     calls = 0
-    monkeypatch.setattr(corpus_mod, "normalize", flaky)
     (src / "doc0000.txt").write_text("changed")
     with pytest.raises(KeyboardInterrupt):
-        prepare_corpus(src, out, DataConfig())
+        prepare_corpus(src, out, quality=NO_FILTERS, fingerprint="v2")
     assert json.loads((out / "manifest.json").read_text()) == first
-    assert [p.name for p in (tmp_path / "run").iterdir()] == ["corpus"]
 
 
 def test_write_corpus_keeps_text_exact_and_merges_extra(tmp_path: Path):
@@ -445,7 +435,7 @@ def test_shard_reader_slices_across_boundaries(sharded):
 
 def test_shards_errors(tmp_path: Path, sharded):
     root, corpus, tok, _ = sharded
-    with pytest.raises(MyLLMError, match=r"run `myllm data`"):
+    with pytest.raises(MyLLMError, match=r"run `myllm data prepare`"):
         ShardReader(tmp_path / "run" / "shards", "train")
     with pytest.raises(MyLLMError, match="manifest.json missing"):
         write_shards(tmp_path / "nocorpus", tok, tmp_path / "shards", 100)

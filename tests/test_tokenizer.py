@@ -135,3 +135,18 @@ def test_training_on_megabytes_takes_seconds(tmp_path: Path):
     assert time.perf_counter() - start < 15
     assert big.vocab_size == 4096
     assert len(big.encode(texts[0])) < len(texts[0].encode()) / 2.5  # real compression, not bytes
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(list("ab é日1 2\n\t'sdmlvret.,!?-$😀") + ["<|bos|>", "  ", "\r\n", "'ll"]),
+                max_size=40).map("".join) | st.text(max_size=60))
+def test_tiktoken_fast_path_gives_the_hf_ids(tok: Tokenizer, text: str):
+    assert tok.fast is not None  # built with SPLIT_PATTERN, so the shard writer takes the fast path
+    assert tok.encode(text) == tok.hf.encode(text, add_special_tokens=False).ids
+    assert tok.encode_batch([text, text + " 12"], threads=2) == [
+        e.ids for e in tok.hf.encode_batch([text, text + " 12"], add_special_tokens=False)]
+
+
+def test_fast_path_matches_on_a_whole_corpus(tok: Tokenizer):
+    docs = corpus(200, seed=7)
+    assert tok.encode_batch(docs) == [e.ids for e in tok.hf.encode_batch(docs, add_special_tokens=False)]

@@ -33,15 +33,24 @@ def cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_data(a: argparse.Namespace) -> int:
+def cmd_data_prepare(a: argparse.Namespace) -> int:
+    from myllm.data.report import build_report
     from myllm.run import prepare_run_dir, run_stage, stage_corpus, stage_shards, stage_tokenizer
 
-    out = Path(a.run)
+    out = Path(a.out)
     cfg = prepare_run_dir(out, "default", a.config, a.overrides, a.data, None)
     run_stage(out, "corpus", cfg, lambda: stage_corpus(out, cfg))
     run_stage(out, "tokenizer", cfg, lambda: stage_tokenizer(out, cfg))
     run_stage(out, "shards", cfg, lambda: stage_shards(out, cfg))
-    print(json.dumps(json.loads((out / "shards" / "index.json").read_text())["splits"], indent=2))
+    print(build_report(out) if a.report else f"report: {out / 'corpus' / 'report.md'}")
+    return 0
+
+
+def cmd_data_stats(a: argparse.Namespace) -> int:
+    path = Path(a.run) / "corpus" / "report.md"
+    if not path.is_file():
+        raise MyLLMError(f"{path} does not exist; prepare the data first: `myllm data prepare --out {a.run}`")
+    print(path.read_text())
     return 0
 
 
@@ -51,7 +60,7 @@ def cmd_tokenizer(a: argparse.Namespace) -> int:
     out = Path(a.run)
     cfg = load_run(out, a.overrides)
     if not (out / "corpus" / "manifest.json").is_file():
-        raise MyLLMError(f"{out} has no corpus yet; run `myllm data --run {out}` first")
+        raise MyLLMError(f"{out} has no corpus yet; run `myllm data prepare --out {out}` first")
     run_stage(out, "tokenizer", cfg, lambda: stage_tokenizer(out, cfg))
     run_stage(out, "shards", cfg, lambda: stage_shards(out, cfg))
     index = json.loads((out / "shards" / "index.json").read_text())
@@ -154,12 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("data", help="prepare corpus, tokenizer and shards in a run directory")
-    p.add_argument("--run", required=True, help="run directory")
-    p.add_argument("--data", help="folder of documents (default: the built-in universe)")
-    p.add_argument("--config", help="TOML file with config overrides")
-    _add_config_flags(p)
-    p.set_defaults(func=cmd_data)
+    p = sub.add_parser("data", help="prepare a corpus (clean, filter, dedup, tokenize) or show its report")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    q = data_sub.add_parser("prepare", help="corpus, tokenizer, shards and corpus/report.md in a run directory")
+    q.add_argument("--out", "--run", dest="out", required=True, help="run directory")
+    q.add_argument("--data", help="folder of documents (default: the built-in universe)")
+    q.add_argument("--config", help="TOML file with config overrides")
+    q.add_argument("--report", action="store_true", help="print the whole report (default: its path)")
+    _add_config_flags(q)
+    q.set_defaults(func=cmd_data_prepare)
+    q = data_sub.add_parser("stats", help="print a run's corpus report")
+    q.add_argument("--run", required=True, help="run directory")
+    q.set_defaults(func=cmd_data_stats)
 
     p = sub.add_parser("tokenizer", help="(re)train the tokenizer on a run's corpus and re-tokenize the shards")
     p.add_argument("--run", required=True, help="run directory")

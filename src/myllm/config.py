@@ -92,12 +92,90 @@ class DataConfig:
     test_fraction: float = 0.05
     split_seed: int = 0
     shard_tokens: int = 1 << 24  # tokens per .bin shard
+    text_field: str = "text"  # the text field of .jsonl/.json records, the text column of .parquet/.csv
+    workers: int = 0  # processes for cleaning and tokenization; 0 = one per CPU core
+    memory_mb: int = 256  # cap on documents in flight (read ahead, in workers, in tokenizer batches)
+    tokenizer_train_mb: int = 100  # the tokenizer trains on at most this much train text (evenly sampled)
 
     def validate(self) -> None:
         if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1):
             raise ConfigError("data.val_fraction and data.test_fraction must be in [0, 1)")
         if self.val_fraction + self.test_fraction >= 1:
             raise ConfigError("data.val_fraction + data.test_fraction must leave room for train (< 1)")
+        for name in ("workers", "memory_mb", "tokenizer_train_mb"):
+            if getattr(self, name) < (0 if name == "workers" else 1):
+                raise ConfigError(f"data.{name} = {getattr(self, name)} is out of range")
+        if not self.text_field:
+            raise ConfigError("data.text_field must name a field, e.g. \"text\"")
+
+
+@dataclass
+class CleanConfig:
+    """Cleaning rules for folder corpora (the generated universe is already clean), each switchable."""
+
+    fix_encoding: bool = True  # mojibake and broken encodings, with ftfy
+    unicode_nfc: bool = True
+    normalize_punctuation: bool = True  # curly quotes -> ASCII quotes, dash variants -> one form
+    normalize_whitespace: bool = True  # odd spaces, zero-width characters, runs of spaces and blank lines
+    strip_control: bool = True  # control characters other than newline and tab
+    remove_page_numbers: bool = True  # lines that are only a page number ("3", "Page 3", "- 3 -", "3 of 10")
+    remove_headers_footers: bool = True  # short lines repeated on many pages (running heads)
+    header_min_repeats: int = 3  # a line must repeat this often in a document to count as a running head
+    redact_email: bool = True  # PII -> <EMAIL>
+    redact_phone: bool = True  # -> <PHONE>
+    redact_ip: bool = True  # IPv4/IPv6 -> <IP_ADDRESS>
+    redact_card: bool = True  # Luhn-valid card numbers -> <CREDIT_CARD>
+
+    def validate(self) -> None:
+        if self.header_min_repeats < 2:
+            raise ConfigError(f"clean.header_min_repeats = {self.header_min_repeats} must be at least 2")
+
+
+@dataclass
+class QualityConfig:
+    """Gopher/C4-style document filters (Rae et al. 2021, Raffel et al. 2020); a document failing any is dropped."""
+
+    enabled: bool = True
+    min_words: int = 50
+    max_words: int = 100_000
+    min_mean_word_length: float = 3.0
+    max_mean_word_length: float = 10.0
+    max_symbol_word_ratio: float = 0.1  # ('#' + ellipses) per word
+    max_ellipsis_line_fraction: float = 0.3  # lines ending in "..." or "…"
+    max_bullet_line_fraction: float = 0.9  # lines starting with a bullet
+    max_duplicate_line_fraction: float = 0.3  # lines that repeat an earlier line
+    max_top_2gram_fraction: float = 0.2  # characters in the most frequent word 2-gram
+    max_duplicate_5gram_fraction: float = 0.15  # characters in word 5-grams that occur more than once
+    min_alpha_word_fraction: float = 0.8  # words with at least one letter
+
+    def validate(self) -> None:
+        if self.min_words < 0 or self.max_words < self.min_words:
+            raise ConfigError("quality.min_words must be >= 0 and <= quality.max_words")
+        if not (0 < self.min_mean_word_length <= self.max_mean_word_length):
+            raise ConfigError("quality.min_mean_word_length must be > 0 and <= quality.max_mean_word_length")
+
+
+@dataclass
+class DedupConfig:
+    """Exact and near-duplicate removal across the whole corpus, and train/held-out decontamination."""
+
+    exact: bool = True  # same text after cleaning
+    near: bool = True  # MinHash LSH over word shingles
+    threshold: float = 0.8  # Jaccard similarity of word-shingle sets at which two documents are duplicates
+    shingle_words: int = 5
+    num_perm: int = 128  # MinHash signature length
+    bands: int = 32  # LSH bands (num_perm / bands rows each)
+    decontaminate: bool = True  # drop train documents that near-duplicate a val/test document
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not (0 < self.threshold <= 1):
+            raise ConfigError(f"dedup.threshold = {self.threshold} must be in (0, 1]")
+        if self.shingle_words < 1 or self.num_perm < 1 or self.bands < 1 or self.num_perm % self.bands:
+            raise ConfigError(
+                f"dedup.bands = {self.bands} must divide dedup.num_perm = {self.num_perm}; "
+                f"pick bands from {divisors(self.num_perm)}"
+            )
 
 
 @dataclass
@@ -151,12 +229,18 @@ class SampleConfig:
 @dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
     def validate(self) -> RunConfig:
         self.data.validate()
+        self.clean.validate()
+        self.quality.validate()
+        self.dedup.validate()
         self.model.validate()
         self.train.validate()
         if self.train.seq_len > self.model.context:

@@ -30,6 +30,7 @@ from myllm.config import (
     parse_overrides,
     resolve_config,
 )
+from myllm.data.prepare import corpus_settings
 from myllm.errors import MyLLMError
 from myllm.io import atomic_write_json, atomic_write_text, read_json
 from myllm.train.checkpoint import latest_checkpoint, read_state
@@ -61,9 +62,10 @@ def source_signature(source: str) -> str:
 def fingerprints(cfg: RunConfig) -> dict[str, str]:
     d = cfg.to_dict()
     fp: dict[str, str] = {}
-    fp["corpus"] = _hash(d["data"], source_signature(cfg.data.source))
-    fp["tokenizer"] = _hash(fp["corpus"], cfg.model.vocab_size)
-    fp["shards"] = _hash(fp["tokenizer"], cfg.data.shard_tokens)
+    fp["corpus"] = _hash(corpus_settings(cfg.data), d["clean"], d["quality"], d["dedup"],
+                         source_signature(cfg.data.source))
+    fp["tokenizer"] = _hash(fp["corpus"], cfg.model.vocab_size, cfg.data.tokenizer_train_mb)
+    fp["shards"] = _hash(fp["tokenizer"], cfg.data.shard_tokens)  # workers/memory_mb change speed, not output
     fp["pretrain"] = _hash(fp["shards"], d["model"], d["train"])
     fp["evaluate"] = _hash(fp["pretrain"], d["sample"])
     return fp
@@ -90,11 +92,13 @@ class RunState:
 
 
 def stage_corpus(run_dir: Path, cfg: RunConfig) -> None:
-    from myllm.data.corpus import prepare_corpus, write_corpus
+    from myllm.data.corpus import write_corpus
+    from myllm.data.prepare import prepare_corpus
 
     corpus_dir = run_dir / "corpus"
     if cfg.data.source != "universe":
-        prepare_corpus(Path(cfg.data.source), corpus_dir, cfg.data)
+        prepare_corpus(Path(cfg.data.source), corpus_dir, cfg.data, cfg.clean, cfg.quality, cfg.dedup,
+                       fingerprint=source_signature(cfg.data.source))
         return
     from myllm import universe
 
@@ -110,22 +114,30 @@ def stage_corpus(run_dir: Path, cfg: RunConfig) -> None:
 def stage_tokenizer(run_dir: Path, cfg: RunConfig) -> None:
     from myllm.tokenizer import train_tokenizer
 
-    train_tokenizer(iter_texts(run_dir / "corpus" / "train.jsonl"), cfg.model.vocab_size,
+    train_bytes = read_json(run_dir / "corpus" / "manifest.json")["splits"]["train"]["bytes"]
+    every = max(1, -(-train_bytes // (cfg.data.tokenizer_train_mb << 20)))  # ceil division
+    train_tokenizer(iter_texts(run_dir / "corpus" / "train.jsonl", every), cfg.model.vocab_size,
                     run_dir / "tokenizer" / "tokenizer.json")
 
 
-def iter_texts(path: Path):
+def iter_texts(path: Path, every: int = 1):
+    """The texts of a corpus split file; with `every` = k only every k-th document (an even sample:
+    BPE merges are learned from pair statistics, which a sample of a large corpus estimates well)."""
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            yield json.loads(line)["text"]
+        for i, line in enumerate(f):
+            if i % every == 0:
+                yield json.loads(line)["text"]
 
 
 def stage_shards(run_dir: Path, cfg: RunConfig) -> None:
+    from myllm.data.report import write_report
     from myllm.data.shards import write_shards
     from myllm.tokenizer import Tokenizer
 
     tok = Tokenizer.load(run_dir / "tokenizer" / "tokenizer.json")
-    write_shards(run_dir / "corpus", tok, run_dir / "shards", cfg.data.shard_tokens)
+    write_shards(run_dir / "corpus", tok, run_dir / "shards", cfg.data.shard_tokens, threads=cfg.data.workers,
+                 memory_mb=cfg.data.memory_mb)
+    write_report(run_dir)
 
 
 def stage_pretrain(run_dir: Path, cfg: RunConfig, show_progress: bool = True) -> None:

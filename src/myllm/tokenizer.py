@@ -3,8 +3,12 @@
 Why these choices:
 - Byte-level (GPT-2 style, every one of the 256 bytes is in the base vocabulary): any Unicode
   string encodes, and `decode(encode(s)) == s` exactly, with no unknown token.
-- Digits are split one per token: a number's digits then always align the same way, which
-  makes arithmetic learnable for a small model (as in Llama and nanochat).
+- Pre-tokenization is one regex (GPT-2's, with digits split one per token: a number's digits
+  then always align the same way, which makes arithmetic learnable for a small model, as in
+  Llama and nanochat), followed by the byte-level mapping. Because it is a single regex, the
+  same vocabulary runs unchanged in `tiktoken`, which encodes ~2.5x faster than `tokenizers`
+  on this CPU: `encode`/`encode_batch` (the shard writer's hot loop) use tiktoken and produce
+  exactly the ids the HF file does (tested), while training and decoding use HF.
 - The special tokens come first (ids 0..6), so `<|pad|>` is 0 and the chat tokens that
   post-training uses have the same ids in every vocabulary size.
 - Special-token *strings* in user text are encoded as plain text (`encode_special_tokens`):
@@ -20,11 +24,13 @@ requested: `Tokenizer.vocab_size` is the true size, and the model's vocab_size m
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from myllm.errors import MyLLMError
 from myllm.io import atomic_write_text
@@ -32,6 +38,39 @@ from myllm.io import atomic_write_text
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|eos|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 MIN_VOCAB = 256 + len(SPECIAL_TOKENS)  # every byte plus the special tokens
 MAX_VOCAB = 1 << 32  # shards store ids as uint16 or uint32
+# GPT-2's pre-tokenizer pattern with `\p{N}+` replaced by `\p{N}`: one token per digit.
+SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet: the printable character that stands for each byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(printable, chars)}
+
+
+def _tiktoken_encoding(hf: HFTokenizer):
+    """The same BPE as a tiktoken Encoding, or None if `hf` was not built with SPLIT_PATTERN.
+
+    HF BPE gives merge i the id of its result, in training order, so the ids are tiktoken ranks.
+    """
+    spec = json.loads(hf.to_str())
+    pre = spec.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", [])
+    if len(steps) != 2 or steps[0].get("pattern", {}).get("Regex") != SPLIT_PATTERN:
+        return None
+    import tiktoken
+
+    byte_of = _byte_decoder()
+    special = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+    ranks = {bytes(byte_of[c] for c in tok): i for tok, i in spec["model"]["vocab"].items() if tok not in special}
+    return tiktoken.Encoding("myllm", pat_str=SPLIT_PATTERN, mergeable_ranks=ranks, special_tokens=special)
 
 
 class Tokenizer:
@@ -47,6 +86,7 @@ class Tokenizer:
             )
         hf.encode_special_tokens = True
         self.hf, self.path = hf, path
+        self.fast = _tiktoken_encoding(hf)
         self.pad_id, self.bos_id, self.eos_id = 0, 1, 2
 
     @classmethod
@@ -73,10 +113,14 @@ class Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`, without BOS/EOS; special-token strings are plain text."""
+        if self.fast is not None:
+            return self.fast.encode_ordinary(text)
         return self.hf.encode(text, add_special_tokens=False).ids
 
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """`encode` for many texts at once, in parallel threads (the shard writer's hot loop)."""
+    def encode_batch(self, texts: Sequence[str], threads: int = 0) -> list[list[int]]:
+        """`encode` for many texts at once, in `threads` threads (0 = one per CPU core)."""
+        if self.fast is not None:
+            return self.fast.encode_ordinary_batch(list(texts), num_threads=threads or os.cpu_count() or 1)
         return [e.ids for e in self.hf.encode_batch_fast(list(texts), add_special_tokens=False)]
 
     def decode(self, ids: Iterable[int], skip_special: bool = False) -> str:
@@ -127,8 +171,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, path: str | Path) -> 
         )
     hf = HFTokenizer(models.BPE())
     hf.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     hf.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(

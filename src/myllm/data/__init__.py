@@ -4,7 +4,8 @@ Each step reads the previous step's files in the run directory (`corpus/`, `shar
 its internals. The batch loader lives in `myllm.data.loader`.
 """
 
-from myllm.data.corpus import iter_corpus, normalize, prepare_corpus, write_corpus
+from myllm.data.corpus import iter_corpus, write_corpus
+from myllm.data.prepare import prepare_corpus
 from myllm.data.shards import ShardReader, load_tokens, read_index, write_shards
 from myllm.data.sources import SPLITS, SkipReport, SourceDoc, iter_documents
 
@@ -16,7 +17,6 @@ __all__ = [
     "iter_corpus",
     "iter_documents",
     "load_tokens",
-    "normalize",
     "prepare_corpus",
     "read_index",
     "write_corpus",

@@ -1,65 +1,37 @@
-"""Clean text in, one corpus out: `corpus/{train,val,test}.jsonl` + `corpus/manifest.json`.
+"""The corpus directory: `corpus/{train,val,test}.jsonl` + `corpus/manifest.json`.
 
-Every later stage (tokenizer, shards, evaluation) reads only this directory, so it is the one
-place where documents are normalized, deduplicated and split, and the manifest records what
-happened (how many documents, bytes, duplicates, skipped files and why).
+Every later stage (tokenizer, shards, evaluation) reads only this directory. Folder corpora are
+cleaned, filtered and deduplicated into it by `prepare.py`; generated corpora (the built-in
+universe) are written as given by `write_corpus`. This module holds what both share: the split
+files' writer and the per-document split point.
 
-Splits are decided per document from a hash of its normalized text salted with
-`data.split_seed`: the same corpus gives the same split on any machine, in any file order, and
+The split of a hashed document comes from its text's key salted with `data.split_seed`, so
 adding documents never moves existing ones between splits. The only exception is the
 guarantee that a corpus of >= 3 documents has >= 1 validation and >= 1 test document (and
 any corpus has >= 1 training document): if the hash leaves a split empty, the document whose
-hash lies nearest to it is moved there, which is deterministic too.
-
-The corpus is written as a stream (memory independent of corpus size, except the exact-dedup
-set: 16 bytes of hash plus Python overhead, ~100 bytes per kept document).
+split point lies nearest to it is moved there, which is deterministic too.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
-import unicodedata
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from tqdm import tqdm
-
-from myllm.config import DataConfig
-from myllm.data.sources import SPLITS, SkipReport, folder_splits, iter_documents
+from myllm.data.sources import SPLITS
 from myllm.errors import MyLLMError
 from myllm.io import atomic_dir, atomic_write_json
 
-# C0/C1 control characters except \t (\x09) and \n (\x0a); lone surrogates (possible from JSON
-# escapes like "\ud800") cannot be written as UTF-8 and become U+FFFD.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
-
-def normalize(text: str) -> str:
-    """NFC, newlines as \\n, no control characters but \\n and \\t, no trailing whitespace on any line,
-    no blank lines at the start or end. Paragraph breaks (blank lines) inside are kept.
-
-    Why: the same text typed on Windows, macOS or Linux, or composed/decomposed by different
-    editors, becomes the same bytes, so dedup sees it as one document and the tokenizer never
-    spends vocabulary on invisible differences.
-    """
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _CONTROL.sub("", text)
-    text = _SURROGATE.sub("\ufffd", text)
-    text = unicodedata.normalize("NFC", text)
-    return "\n".join(line.rstrip() for line in text.split("\n")).strip("\n")
-
-
-def _split_point(digest: bytes, seed: int) -> float:
-    """A uniform number in [0, 1) from the text's hash and the split seed."""
-    h = hashlib.blake2b(digest + b"|split|" + str(seed).encode(), digest_size=8).digest()
+def split_point(key: int, seed: int) -> float:
+    """A uniform number in [0, 1) from the text's 64-bit key and the split seed."""
+    h = hashlib.blake2b(key.to_bytes(8, "little") + b"|split|" + str(seed).encode(), digest_size=8).digest()
     return int.from_bytes(h, "big") / 2.0**64
 
 
-class _CorpusWriter:
+class CorpusWriter:
     """Appends documents to the three split files and can later move a few between them."""
 
     def __init__(self, folder: Path):
@@ -71,9 +43,12 @@ class _CorpusWriter:
         self.candidates: dict[str, list[tuple[float, int, int, int]]] = {s: [] for s in SPLITS}
 
     def add(self, split: str, doc_id: str, text: str, point: float | None = None) -> None:
-        f = self.files[split]
         line = (json.dumps({"id": doc_id, "text": text}, ensure_ascii=False) + "\n").encode("utf-8")
-        n_bytes = len(text.encode("utf-8"))
+        self.add_line(split, line, len(text.encode("utf-8")), point)
+
+    def add_line(self, split: str, line: bytes, n_bytes: int, point: float | None = None) -> None:
+        """Append one ready JSON line; a `point` makes the document movable by `fill_empty`."""
+        f = self.files[split]
         if point is not None:
             cands = self.candidates[split]
             cands.append((point, f.tell(), len(line), n_bytes))
@@ -136,91 +111,12 @@ class _CorpusWriter:
         return {s: {"documents": self.docs[s], "bytes": self.bytes[s]} for s in SPLITS}
 
 
-def _check_train(writer: _CorpusWriter, source_name: str, hint: str) -> None:
+def check_train(writer: CorpusWriter, source_name: str, hint: str) -> None:
     if writer.docs["train"] == 0:
         raise MyLLMError(
             f"the train split of {source_name} is empty ({writer.docs['val']} val, {writer.docs['test']} test "
             f"documents); {hint}"
         )
-
-
-def prepare_corpus(source: Path, corpus_dir: Path, cfg: DataConfig) -> dict[str, Any]:
-    """Read, normalize, deduplicate and split every document under `source`; return the manifest.
-
-    Written atomically: an interrupted or failed prepare leaves `corpus_dir` as it was.
-    """
-    cfg.validate()
-    source = Path(source)
-    if not source.exists():
-        raise MyLLMError(
-            f"data folder {source} does not exist; set data.source to a folder of .txt/.md/.jsonl/.parquet "
-            'files (optionally .gz) or to "universe"'
-        )
-    if not source.is_dir():
-        raise MyLLMError(
-            f"data.source {source} is a file, not a folder; move it into a folder and point data.source there"
-        )
-    folders = set(folder_splits(source).values())
-    # Splits the hash decides: all three, or those without their own folder (carved out of train/).
-    hashed = [s for s in SPLITS if s != "train" and s not in folders] if folders else list(SPLITS)
-    report = SkipReport()
-    seen: set[bytes] = set()
-    counts = {"input_documents": 0, "duplicates_dropped": 0, "empty_dropped": 0}
-    with atomic_dir(corpus_dir) as tmp:
-        writer = _CorpusWriter(tmp)
-        bar = tqdm(desc="corpus", unit="char", unit_scale=True, disable=None, leave=False)
-        try:
-            for doc in iter_documents(source, report):
-                counts["input_documents"] += 1
-                bar.update(len(doc.text))
-                text = normalize(doc.text)
-                if not text:
-                    counts["empty_dropped"] += 1
-                    continue
-                digest = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
-                if digest in seen:
-                    counts["duplicates_dropped"] += 1
-                    continue
-                seen.add(digest)
-                if doc.split is not None and doc.split != "train":
-                    writer.add(doc.split, doc.id, text)  # an explicit held-out document never moves
-                    continue
-                point = _split_point(digest, cfg.split_seed)
-                split = "train"
-                if "test" in hashed and point < cfg.test_fraction:
-                    split = "test"
-                elif "val" in hashed and cfg.test_fraction <= point < cfg.test_fraction + cfg.val_fraction:
-                    split = "val"
-                writer.add(split, doc.id, text, point if hashed else None)
-            bar.close()  # before any message below, so it does not land on the bar's line
-            kept = sum(writer.docs.values())
-            if kept == 0:
-                empty = f", {counts['empty_dropped']} documents empty after cleaning" if counts["empty_dropped"] else ""
-                raise MyLLMError(
-                    f"no readable documents in {source}: {report.files_seen} files seen, {report.summary()}{empty}; "
-                    "add .txt/.md/.jsonl/.parquet files (optionally .gz) with UTF-8 text"
-                )
-            moved = writer.fill_empty((["train"] if not folders else []) + hashed)
-        finally:
-            bar.close()
-            writer.close()
-        _check_train(writer, str(source), f"put training documents in {source / 'train'}" if folders
-                     else "add more documents")
-        manifest = {
-            "source": str(source),
-            "splits": writer.splits(),
-            **counts,
-            "skipped": dict(sorted(report.counts.items())),
-            "skipped_examples": report.examples,
-            "files_seen": report.files_seen,
-            "split_by": "folders" if folders and not hashed else "folders+hash" if folders else "hash",
-            "moved_to_fill_splits": moved,
-            "val_fraction": cfg.val_fraction,
-            "test_fraction": cfg.test_fraction,
-            "split_seed": cfg.split_seed,
-        }
-        atomic_write_json(tmp / "manifest.json", manifest)
-    return manifest
 
 
 def write_corpus(
@@ -234,7 +130,7 @@ def write_corpus(
     """
     n = 0
     with atomic_dir(corpus_dir) as tmp:
-        writer = _CorpusWriter(tmp)
+        writer = CorpusWriter(tmp)
         try:
             for split, doc_id, text in docs:
                 if split not in SPLITS:
@@ -243,7 +139,7 @@ def write_corpus(
                 n += 1
         finally:
             writer.close()
-        _check_train(writer, source_name, "the generator must produce training documents")
+        check_train(writer, source_name, "the generator must produce training documents")
         manifest = {
             "source": source_name,
             "splits": writer.splits(),
@@ -265,7 +161,7 @@ def iter_corpus(corpus_dir: Path, split: str) -> Iterator[dict[str, str]]:
     """
     path = Path(corpus_dir) / f"{split}.jsonl"
     if not path.is_file():
-        raise MyLLMError(f"corpus file {path} is missing; run `myllm data` (or `myllm run`) first")
+        raise MyLLMError(f"corpus file {path} is missing; run `myllm data prepare` (or `myllm run`) first")
     return _records(path)
 
 

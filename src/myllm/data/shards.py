@@ -13,7 +13,10 @@ the UTF-8 bytes of their text (the denominator of bits-per-byte).
 from __future__ import annotations
 
 import bisect
+import hashlib
 import json
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -21,10 +24,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 from tqdm import tqdm
 
-from myllm.data.corpus import iter_corpus
 from myllm.data.sources import SPLITS
 from myllm.errors import MyLLMError
-from myllm.io import atomic_dir, atomic_write_json, read_json
+from myllm.io import atomic_write_json, read_json, replace_dir
 
 if TYPE_CHECKING:
     from myllm.tokenizer import Tokenizer
@@ -38,12 +40,21 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 class _ShardWriter:
-    """Appends token arrays to `{split}-NNNNN.bin`, starting a new file every `shard_tokens` tokens."""
+    """Appends token arrays to `{split}-NNNNN.bin`, starting a new file every `shard_tokens` tokens.
 
-    def __init__(self, folder: Path, split: str, shard_tokens: int):
-        self.folder, self.split, self.shard_tokens = folder, split, shard_tokens
-        self.shards: list[dict[str, Any]] = []
+    `shards` (from a saved progress record) resumes a writer: the last file is cut back to the
+    tokens that record counts, dropping anything written after it.
+    """
+
+    def __init__(self, folder: Path, split: str, shard_tokens: int, dtype: np.dtype,
+                 shards: list[dict[str, Any]] | None = None):
+        self.folder, self.split, self.shard_tokens, self.dtype = folder, split, shard_tokens, dtype
+        self.shards: list[dict[str, Any]] = [dict(s) for s in shards or []]
         self.file: BinaryIO | None = None
+        if self.shards:
+            self.file = open(folder / self.shards[-1]["file"], "r+b")  # noqa: SIM115
+            self.file.truncate(self.shards[-1]["tokens"] * dtype.itemsize)
+            self.file.seek(0, 2)
 
     def write(self, tokens: np.ndarray) -> None:
         while len(tokens):
@@ -60,67 +71,96 @@ class _ShardWriter:
         self.file = open(self.folder / name, "wb")  # noqa: SIM115
         self.shards.append({"file": name, "tokens": 0})
 
+    def flush(self) -> None:
+        if self.file is not None:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
             self.file = None
 
 
-def _doc_batches(corpus_dir: Path, split: str) -> Iterator[list[str]]:
+def _doc_batches(path: Path, offset: int, max_chars: int) -> Iterator[tuple[list[str], int]]:
+    """(texts, byte offset after them) from `offset` on; batches end at fixed places, so a resumed
+    run cuts the same batches as an uninterrupted one."""
     batch: list[str] = []
     chars = 0
-    for rec in iter_corpus(corpus_dir, split):
-        batch.append(rec["text"])
-        chars += len(rec["text"])
-        if len(batch) >= BATCH_DOCS or chars >= BATCH_CHARS:
-            yield batch
-            batch, chars = [], 0
+    with open(path, "rb") as f:
+        f.seek(offset)
+        for line in f:
+            offset += len(line)
+            text = json.loads(line)["text"]
+            batch.append(text)
+            chars += len(text)
+            if len(batch) >= BATCH_DOCS or chars >= max_chars:
+                yield batch, offset
+                batch, chars = [], 0
     if batch:
-        yield batch
+        yield batch, offset
 
 
-def write_shards(corpus_dir: Path, tokenizer: Tokenizer, shards_dir: Path, shard_tokens: int) -> dict[str, Any]:
-    """Tokenize every split of the corpus into shards; return the index. Written atomically."""
+def write_shards(corpus_dir: Path, tokenizer: Tokenizer, shards_dir: Path, shard_tokens: int, threads: int = 0,
+                 memory_mb: int = 256) -> dict[str, Any]:
+    """Tokenize every split of the corpus into shards; return the index.
+
+    Encoding runs in `threads` threads (0 = one per core): tiktoken releases the GIL, so threads
+    use every core without pickling text to worker processes. Progress is committed after each
+    batch in `shards.partial/`, so a killed run resumes there and writes the same shards as an
+    uninterrupted one; the finished folder replaces `shards_dir` in one rename.
+    """
     corpus_dir, shards_dir = Path(corpus_dir), Path(shards_dir)
-    if not (corpus_dir / "manifest.json").is_file():
-        raise MyLLMError(f"no corpus in {corpus_dir} (manifest.json missing); run `myllm data` (or `myllm run`) first")
+    manifest = corpus_dir / "manifest.json"
+    if not manifest.is_file():
+        raise MyLLMError(f"no corpus in {corpus_dir} (manifest.json missing); "
+                         "run `myllm data prepare` (or `myllm run`) first")
     if shard_tokens <= 0:
         raise MyLLMError(f"data.shard_tokens = {shard_tokens} must be positive")
     dtype = token_dtype(tokenizer.vocab_size)
     bos = np.array([tokenizer.bos_id], dtype=dtype)
-    index: dict[str, Any] = {
-        "dtype": dtype.name,
-        "vocab_size": tokenizer.vocab_size,
-        "bos_id": tokenizer.bos_id,
-        "shard_tokens": shard_tokens,
-        "splits": {},
-    }
-    with atomic_dir(shards_dir) as tmp:
-        for split in SPLITS:
-            path = corpus_dir / f"{split}.jsonl"
-            size = path.stat().st_size if path.is_file() else 0
-            writer = _ShardWriter(tmp, split, shard_tokens)
-            docs = n_bytes = 0
-            bar = tqdm(desc=f"shards {split}", unit="tok", unit_scale=True, leave=False,
-                       disable=None if size > PROGRESS_MIN_BYTES else True)
-            try:
-                for texts in _doc_batches(corpus_dir, split):
-                    encoded = tokenizer.encode_batch(texts)
-                    flat = np.concatenate([piece for ids in encoded for piece in (bos, np.asarray(ids, dtype=dtype))])
-                    writer.write(flat)
-                    docs += len(texts)
-                    n_bytes += sum(len(t.encode("utf-8")) for t in texts)
-                    bar.update(len(flat))
-            finally:
-                writer.close()
-                bar.close()
-            index["splits"][split] = {
-                "shards": writer.shards,
-                "tokens": sum(s["tokens"] for s in writer.shards),
-                "documents": docs,
-                "bytes": n_bytes,
-            }
-        atomic_write_json(tmp / "index.json", index)
+    tok_text = tokenizer.hf.to_str()
+    fingerprint = hashlib.sha256(f"{manifest.read_text()}|{tok_text}|{shard_tokens}".encode()).hexdigest()[:16]
+    partial = shards_dir.with_name(shards_dir.name + ".partial")
+    progress = partial / "progress.json"
+    state = read_json(progress) if progress.is_file() else None
+    if state is None or state.get("fingerprint") != fingerprint:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        state = {"fingerprint": fingerprint, "splits": {}, "current": None}
+    max_chars = max(1 << 20, min(BATCH_CHARS, (memory_mb << 20) // 8))
+    for split in SPLITS:
+        if split in state["splits"]:
+            continue
+        path = corpus_dir / f"{split}.jsonl"
+        cur = state["current"] if state["current"] and state["current"]["split"] == split else \
+            {"split": split, "offset": 0, "documents": 0, "bytes": 0, "shards": []}
+        writer = _ShardWriter(partial, split, shard_tokens, dtype, cur["shards"])
+        size = path.stat().st_size if path.is_file() else 0
+        bar = tqdm(desc=f"shards {split}", unit="B", unit_scale=True, leave=False, initial=cur["offset"], total=size,
+                   disable=None if size > PROGRESS_MIN_BYTES else True)
+        try:
+            for texts, offset in _doc_batches(path, cur["offset"], max_chars) if path.is_file() else ():
+                encoded = tokenizer.encode_batch(texts, threads=threads)
+                writer.write(np.concatenate([p for ids in encoded for p in (bos, np.asarray(ids, dtype=dtype))]))
+                writer.flush()
+                bar.update(offset - cur["offset"])
+                cur.update(offset=offset, documents=cur["documents"] + len(texts), shards=writer.shards,
+                           bytes=cur["bytes"] + sum(len(t.encode("utf-8")) for t in texts))
+                state["current"] = cur
+                atomic_write_json(progress, state)
+        finally:
+            writer.close()
+            bar.close()
+        state["splits"][split] = {"shards": writer.shards, "tokens": sum(s["tokens"] for s in writer.shards),
+                                  "documents": cur["documents"], "bytes": cur["bytes"]}
+        state["current"] = None
+        atomic_write_json(progress, state)
+    index: dict[str, Any] = {"dtype": dtype.name, "vocab_size": tokenizer.vocab_size, "bos_id": tokenizer.bos_id,
+                             "shard_tokens": shard_tokens, "splits": state["splits"]}
+    atomic_write_json(partial / "index.json", index)
+    progress.unlink()
+    replace_dir(partial, shards_dir)
     return index
 
 
@@ -129,12 +169,13 @@ def read_index(shards_dir: Path) -> dict[str, Any]:
     path = Path(shards_dir) / "index.json"
     if not path.is_file():
         raise MyLLMError(
-            f"no token shards in {Path(shards_dir).parent} ({path} missing); run `myllm data` (or `myllm run`) first"
+            f"no token shards in {Path(shards_dir).parent} ({path} missing); "
+            "run `myllm data prepare` (or `myllm run`) first"
         )
     try:
         return read_json(path)
     except (OSError, json.JSONDecodeError) as e:
-        raise MyLLMError(f"cannot read {path} ({e}); delete {shards_dir} and run `myllm data` again") from None
+        raise MyLLMError(f"cannot read {path} ({e}); delete {shards_dir} and run `myllm data prepare` again") from None
 
 
 class ShardReader:
@@ -164,7 +205,7 @@ class ShardReader:
             if actual != expected:
                 raise MyLLMError(
                     f"shard {path} is missing or has {actual} bytes, expected {expected}; "
-                    f"delete {self.shards_dir} and run `myllm data` again"
+                    f"delete {self.shards_dir} and run `myllm data prepare` again"
                 )
             self._maps.append(np.memmap(path, dtype=self.dtype, mode="r"))
             self._starts.append(total)
