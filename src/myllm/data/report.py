@@ -113,10 +113,12 @@ def write_plots(run_dir: Path, m: dict[str, Any], index: dict[str, Any] | None) 
         written.append(folder / "steps.png")
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     hist = m.get("length_histogram")
-    if hist:
-        edges = np.array(hist["edges"][1:], dtype=float)
-        axes[0].step(edges, hist["input"], where="post", label="read")
-        axes[0].step(edges, hist["output"], where="post", label="kept")
+    if hist and any(hist["input"]):
+        edges = np.maximum(np.array(hist["edges"], dtype=float), 1.0)
+        used = np.flatnonzero(np.array(hist["input"]) + np.array(hist["output"]))
+        lo, hi = used[0], used[-1] + 1  # only the populated bins
+        axes[0].stairs(hist["input"][lo:hi], edges[lo : hi + 1], label="read")
+        axes[0].stairs(hist["output"][lo:hi], edges[lo : hi + 1], label="kept")
         axes[0].set_xscale("log")
         axes[0].legend()
     axes[0].set_xlabel("document length (bytes)")

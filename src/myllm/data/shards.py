@@ -15,7 +15,6 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,8 +72,7 @@ class _ShardWriter:
 
     def flush(self) -> None:
         if self.file is not None:
-            self.file.flush()
-            os.fsync(self.file.fileno())
+            self.file.flush()  # survives a killed process; a power loss is caught by `_intact`
 
     def close(self) -> None:
         if self.file is not None:
@@ -124,7 +122,7 @@ def write_shards(corpus_dir: Path, tokenizer: Tokenizer, shards_dir: Path, shard
     partial = shards_dir.with_name(shards_dir.name + ".partial")
     progress = partial / "progress.json"
     state = read_json(progress) if progress.is_file() else None
-    if state is None or state.get("fingerprint") != fingerprint:
+    if state is None or state.get("fingerprint") != fingerprint or not _intact(partial, state, dtype.itemsize):
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         state = {"fingerprint": fingerprint, "splits": {}, "current": None}
@@ -162,6 +160,14 @@ def write_shards(corpus_dir: Path, tokenizer: Tokenizer, shards_dir: Path, shard
     progress.unlink()
     replace_dir(partial, shards_dir)
     return index
+
+
+def _intact(folder: Path, state: dict[str, Any], itemsize: int) -> bool:
+    """Every committed shard holds at least its committed tokens (files are flushed, not fsynced)."""
+    shards = [sh for v in state["splits"].values() for sh in v["shards"]]
+    shards += state["current"]["shards"] if state["current"] else []
+    return all((folder / sh["file"]).is_file() and (folder / sh["file"]).stat().st_size >= sh["tokens"] * itemsize
+               for sh in shards)
 
 
 def read_index(shards_dir: Path) -> dict[str, Any]:
