@@ -24,6 +24,26 @@ def write_folder_corpus(folder: Path, n_docs: int = 120, seed: int = 0) -> Path:
     return folder
 
 
+class Interrupt:
+    """Replace `owner.name` with a wrapper that raises KeyboardInterrupt on call number `at` (as a kill
+    would stop the work there) and counts calls; `disarm()` lets every later call through."""
+
+    def __init__(self, monkeypatch, owner, name: str, at: int):
+        self.calls, self.at = 0, at
+        real = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            self.calls += 1
+            if self.calls == self.at:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, wrapper)
+
+    def disarm(self) -> None:
+        self.calls, self.at = 0, -1
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A run directory with corpus, tokenizer and shards of a small folder corpus (no checkpoints)."""

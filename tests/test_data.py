@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import Interrupt
 from myllm.config import DataConfig, QualityConfig
 from myllm.data import (
     ShardReader,
@@ -341,16 +342,7 @@ def test_interrupted_prepare_resumes_to_the_same_corpus_and_keeps_the_old_one(tm
     out = tmp_path / "run" / "corpus"
     monkeypatch.setattr(prepare_mod, "MIN_BATCH_BYTES", 1)  # one document per batch, one commit per document
     monkeypatch.setattr(prepare_mod, "MAX_BATCH_BYTES", 1)
-    real, calls = prepare_mod._process_batch, 0
-
-    def flaky(texts):
-        nonlocal calls
-        calls += 1
-        if calls == 10:
-            raise KeyboardInterrupt
-        return real(texts)
-
-    monkeypatch.setattr(prepare_mod, "_process_batch", flaky)
+    interrupt = Interrupt(monkeypatch, prepare_mod, "_process_batch", at=10)
     with pytest.raises(KeyboardInterrupt):
         prepare_corpus(src, out, quality=NO_FILTERS)
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["corpus.partial"]  # no corpus yet, progress kept
@@ -358,16 +350,16 @@ def test_interrupted_prepare_resumes_to_the_same_corpus_and_keeps_the_old_one(tm
     assert progress["docs_read"] == 9 and not progress["complete"]
     with open(tmp_path / "run" / "corpus.partial" / "texts.jsonl", "ab") as f:
         f.write(b'{"id": "written after the last commit, as by a kill"}\n')  # must be cut on resume
-    calls = -(10**9)
+    interrupt.disarm()
     assert prepare_corpus(src, out, quality=NO_FILTERS) == {**clean_run, "source": str(src)}
-    assert calls == -(10**9) + 11  # only the 11 documents not committed were processed again
+    assert interrupt.calls == 11  # only the 11 documents not committed were processed again
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["corpus"]
     for split in ("train", "val", "test"):
         assert (out / f"{split}.jsonl").read_bytes() == \
             (tmp_path / "uninterrupted" / "corpus" / f"{split}.jsonl").read_bytes()
     # a failed re-prepare after a change keeps the previous corpus
     first = json.loads((out / "manifest.json").read_text())
-    calls = 0
+    interrupt.calls, interrupt.at = 0, 10
     (src / "doc0000.txt").write_text("changed")
     with pytest.raises(KeyboardInterrupt):
         prepare_corpus(src, out, quality=NO_FILTERS, fingerprint="v2")

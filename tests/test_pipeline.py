@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import Interrupt
 from myllm.cli import main
 from myllm.config import DataConfig, DedupConfig, QualityConfig
 from myllm.data import dedup as dd
@@ -30,6 +31,14 @@ def prose(rng: random.Random, n_words: int) -> str:
     words = [rng.choice(vocab) for _ in range(n_words)]
     sentences = [" ".join(words[i : i + 12]).capitalize() + "." for i in range(0, n_words, 12)]
     return "\n\n".join(" ".join(sentences[i : i + 4]) for i in range(0, len(sentences), 4))
+
+
+def prose_folder(folder: Path, n_docs: int, n_words: int, seed: int) -> Path:
+    rng = random.Random(seed)
+    folder.mkdir(parents=True)
+    for i in range(n_docs):
+        (folder / f"d{i:02d}.txt").write_text(prose(rng, n_words))
+    return folder
 
 
 def change_words(text: str, rng: random.Random, n: int) -> str:
@@ -128,26 +137,13 @@ def test_process_pool_gives_the_same_corpus(tmp_path: Path, monkeypatch):
 
 
 def test_killed_tokenization_resumes_to_identical_shards(tmp_path: Path, monkeypatch):
-    rng = random.Random(4)
-    src = tmp_path / "src"
-    src.mkdir()
-    for i in range(60):
-        (src / f"d{i:02d}.txt").write_text(prose(rng, 120))
+    src = prose_folder(tmp_path / "src", 60, 120, seed=4)
     prepare_corpus(src, tmp_path / "corpus", DataConfig(val_fraction=0.1, test_fraction=0.1))
     tok = train_tokenizer((r["text"] for r in iter_corpus(tmp_path / "corpus", "train")), 600,
                           tmp_path / "tok.json")
     whole = write_shards(tmp_path / "corpus", tok, tmp_path / "whole", shard_tokens=700)
     monkeypatch.setattr(shards_mod, "BATCH_DOCS", 4)
-    real, calls = tok.encode_batch, 0
-
-    def flaky(texts, threads=0):
-        nonlocal calls
-        calls += 1
-        if calls == 6:
-            raise KeyboardInterrupt
-        return real(texts, threads)
-
-    monkeypatch.setattr(tok, "encode_batch", flaky)
+    interrupt = Interrupt(monkeypatch, tok, "encode_batch", at=6)
     with pytest.raises(KeyboardInterrupt):
         write_shards(tmp_path / "corpus", tok, tmp_path / "shards", shard_tokens=700)
     partial = tmp_path / "shards.partial"
@@ -156,7 +152,7 @@ def test_killed_tokenization_resumes_to_identical_shards(tmp_path: Path, monkeyp
     last = partial / state["current"]["shards"][-1]["file"]
     with open(last, "ab") as f:
         f.write(b"\x07\x00" * 33)  # tokens written after the last commit, as a kill would leave them
-    calls = -(10**9)
+    interrupt.disarm()
     assert write_shards(tmp_path / "corpus", tok, tmp_path / "shards", shard_tokens=700) == whole
     assert not partial.exists()
     for f in sorted((tmp_path / "whole").glob("*.bin")):
@@ -260,28 +256,15 @@ def test_memory_stays_bounded_on_a_corpus_several_times_the_cap(tmp_path: Path):
 
 def test_a_staged_file_shorter_than_its_commit_restarts_cleanly(tmp_path: Path, monkeypatch):
     """After a power loss, committed progress may point past the data that reached the disk."""
-    rng = random.Random(7)
-    src = tmp_path / "src"
-    src.mkdir()
-    for i in range(12):
-        (src / f"d{i:02d}.txt").write_text(prose(rng, 80))
+    src = prose_folder(tmp_path / "src", 12, 80, seed=7)
     whole = prepare_corpus(src, tmp_path / "whole" / "corpus")
     monkeypatch.setattr(prepare_mod, "MIN_BATCH_BYTES", 1)
     monkeypatch.setattr(prepare_mod, "MAX_BATCH_BYTES", 1)
-    real, calls = prepare_mod._process_batch, 0
-
-    def flaky(docs):
-        nonlocal calls
-        calls += 1
-        if calls == 6:
-            raise KeyboardInterrupt
-        return real(docs)
-
-    monkeypatch.setattr(prepare_mod, "_process_batch", flaky)
+    interrupt = Interrupt(monkeypatch, prepare_mod, "_process_batch", at=6)
     with pytest.raises(KeyboardInterrupt):
         prepare_corpus(src, tmp_path / "run" / "corpus")
     texts = tmp_path / "run" / "corpus.partial" / "texts.jsonl"
     texts.write_bytes(texts.read_bytes()[:-10])  # lost the tail of the last committed batch
-    calls = -100
-    assert prepare_corpus(src, tmp_path / "run" / "corpus") == {**whole, "source": str(src)}
-    assert calls == -100 + 12  # every document processed again
+    interrupt.disarm()
+    assert prepare_corpus(src, tmp_path / "run" / "corpus") == whole
+    assert interrupt.calls == 12  # every document processed again
