@@ -100,6 +100,13 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(a: argparse.Namespace) -> int:
+    from myllm.evals.report import write_run_report
+
+    print(write_run_report(Path(a.run)))
+    return 0
+
+
 def cmd_generate(a: argparse.Namespace) -> int:
     from myllm.evals.summary import final_checkpoint
     from myllm.infer.engine import SamplingParams, stream
@@ -135,8 +142,10 @@ def cmd_generate(a: argparse.Namespace) -> int:
 
 
 def cmd_plan(a: argparse.Namespace) -> int:
+    import dataclasses
+
     from myllm.config import RunConfig, apply_model_preset
-    from myllm.plan import format_plan
+    from myllm.plan import format_plan, plan
     from myllm.run import load_run
 
     if a.run:
@@ -145,8 +154,17 @@ def cmd_plan(a: argparse.Namespace) -> int:
         cfg = RunConfig()
         apply_model_preset(cfg, a.preset, "--preset")
         model = cfg.model
-    print(format_plan(model))
+    shape = {k: getattr(a, k) for k in PLAN_SHAPE_FLAGS.values() if getattr(a, k) is not None}
+    if shape:
+        model = dataclasses.replace(model, preset=f"{model.preset} (modified)", **shape)
+    result = plan(model, tokens=a.tokens, gpus=a.gpus, gpu=a.gpu, dist=a.dist, micro_batch=a.micro_batch,
+                  checkpointing=a.checkpointing)
+    print(json.dumps(result, indent=2) if a.json else format_plan(result))
     return 0
+
+
+PLAN_SHAPE_FLAGS = {"--d-model": "d_model", "--layers": "n_layers", "--heads": "n_heads", "--kv-heads": "n_kv_heads",
+                    "--d-ff": "d_ff", "--vocab": "vocab_size", "--context": "context"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p)
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("report", help="(re)write a run's report card: report.md and plots/*.png")
+    p.add_argument("--run", required=True, help="run directory")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("generate", help="continue a prompt with a run's model")
     p.add_argument("--run", required=True)
     p.add_argument("--prompt", default="")
@@ -207,9 +229,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("plan", help="parameter count of a model shape, by component")
+    p = sub.add_parser("plan", help="parameters, training FLOPs/time/cost/memory and inference costs of a model shape")
     p.add_argument("--preset", default="small")
     p.add_argument("--run", help="use the model config of this run directory instead of a preset")
+    for flag, field in PLAN_SHAPE_FLAGS.items():
+        p.add_argument(flag, dest=field, type=int, help=f"override model.{field}")
+    p.add_argument("--tokens", type=float, help="training tokens (default: 20 per parameter, Chinchilla)")
+    p.add_argument("--gpus", type=int, default=1)
+    p.add_argument("--gpu", default="h100", help="h100, a100, h200 or cpu")
+    p.add_argument("--dist", default="ddp", help="ddp, zero1, zero2 or fsdp (the per-GPU memory row marked <)")
+    p.add_argument("--micro-batch", type=int, default=1, help="sequences of the full context per GPU per step")
+    p.add_argument("--checkpointing", action="store_true", help="activation checkpointing of every layer")
+    p.add_argument("--json", action="store_true", help="print plan() as JSON")
     p.set_defaults(func=cmd_plan)
     return parser
 

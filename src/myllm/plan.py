@@ -1,21 +1,39 @@
-"""`myllm plan`: what a model shape costs, counted from the model itself.
+"""`myllm plan`: what a model shape costs to train and to serve, before anything runs.
 
-The model is instantiated on PyTorch's meta device (shapes, no memory), so even the
-1,055,231,744-parameter `myllm-1b` is counted in milliseconds and the count is the model's
-own, not a formula that could drift from it.
+Parameters are counted from the model itself, instantiated on PyTorch's meta device (shapes, no
+memory), so even the 1,055,231,744-parameter `myllm-1b` is counted in milliseconds and the count
+cannot drift from the code. Everything else is arithmetic on that count and the shape, with every
+assumption (GPU peaks, MFU, prices, bytes per state) named in one table below, so a reader can
+disagree with a number by changing one constant. `plan()` returns a plain dict (the `--json`
+output); `format_plan()` turns it into the table the CLI prints, a one-line "why" per row.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections import OrderedDict
 
 import torch
 
 from myllm.config import ModelConfig
+from myllm.errors import ConfigError
 from myllm.model import Transformer
 
 COMPONENTS = ("embedding (tied with output)", "attention", "mlp", "norms")
+
+# name: (peak dense bf16 FLOP/s, HBM bytes/s, memory bytes, $ per GPU-hour). Datasheet peaks
+# (dense, no sparsity); prices are assumed on-demand cloud rates, not quotes.
+GPUS = {
+    "h100": (989e12, 3.35e12, 80e9, 2.5),
+    "a100": (312e12, 2.0e12, 80e9, 1.5),
+    "h200": (989e12, 4.8e12, 141e9, 3.5),
+    "cpu": (None, None, None, 0.0),  # peak measured on this machine, memory = its RAM
+}
+DISTS = ("ddp", "zero1", "zero2", "fsdp")
+GPU_MFU = 0.40  # a well-tuned dense LLM run reaches 35-50% of peak; 40% is the planning number
+CPU_MFU = 0.50  # bench/throughput.py's target for the `small` model on CPU
+WEIGHT_FORMATS = {"fp32": 4, "bf16": 2, "int8": 1, "int4": 0.5}
 
 
 def component_of(name: str) -> str:
@@ -40,17 +58,190 @@ def param_counts(cfg: ModelConfig) -> OrderedDict[str, int]:
     return counts
 
 
-def format_plan(cfg: ModelConfig) -> str:
+def flops_per_token(cfg: ModelConfig, n_params: int, seq_len: int) -> int:
+    """Training FLOPs per token, PaLM appendix B: 6N + 12·L·d·T (bench/throughput.py's convention).
+
+    N counts the tied embedding once: it is the output head's matmul (the input lookup is free).
+    The attention term is the full T x T score and value matmuls, forward (4·L·d·T) x 3.
+    """
+    return 6 * n_params + 12 * cfg.n_layers * cfg.d_model * seq_len
+
+
+def activation_bytes_per_token(cfg: ModelConfig, mixed: bool) -> dict[str, float]:
+    """Bytes the autograd graph keeps per token, read off the tensors model.py saves for backward.
+
+    Per layer, fp32 (CPU): each of the 2 RMSNorms saves its input x, the rsqrt (1 value) and the
+    normalized x, and the following linear saves its input (3d+1); attention saves q, k, v (k/v
+    already expanded to all heads for GQA), the SDPA output (also o_proj's input: a view) and its
+    logsumexp (n_heads values): 4d + H; SwiGLU saves gate, silu(gate), up and their product: 4ff.
+    RoPE saves only its cos/sin buffers. Sum 4·(10d + 4ff + H + 2) bytes (matches a saved-tensor
+    hook count exactly). Under bf16 autocast (GPU) the residual stream, the norm input and the
+    logsumexp stay fp32 while the matmul inputs and outputs are bf16: 24d + 8ff + 4H + 8 bytes.
+    Outside the layers: the final norm (like one norm above) and the token ids and targets (int64).
+    With checkpointing a layer keeps only its input (fp32 residual, 4d) and one layer at a time is
+    recomputed in backward. The loss: the fp32 log-probs of B·T·V values are saved, and in backward
+    their gradient and the logits' gradient exist at the same moment: 3 x 4 bytes per vocab entry.
+    """
+    d, ff, h = cfg.d_model, cfg.d_ff, cfg.n_heads
+    layer = 24 * d + 8 * ff + 4 * h + 8 if mixed else 4 * (10 * d + 4 * ff + h + 2)
+    final = (8 * d + 4 if mixed else 4 * (3 * d + 1)) + 16
+    return {
+        "layer": layer,
+        "all_layers": cfg.n_layers * layer + final,
+        "checkpointed": cfg.n_layers * 4 * d + layer + final,
+        "logits": 3 * 4 * cfg.vocab_size,
+    }
+
+
+def state_bytes(n: int, gpu: str, dist: str, gpus: int) -> dict[str, float]:
+    """Weights, gradients and AdamW state per GPU.
+
+    GPU: bf16 weights and gradients (2 + 2 bytes) and fp32 master weights + 2 moments (12 bytes),
+    the 16 bytes/parameter of mixed-precision Adam (ZeRO paper). CPU: fp32 everything (4 + 4 + 8).
+    ZeRO-1 shards the optimizer state over the GPUs, ZeRO-2 also the gradients, FSDP (ZeRO-3) also
+    the weights (plus, not counted, one layer's gathered weights at a time).
+    """
+    w, g, o = (4, 4, 8) if gpu == "cpu" else (2, 2, 12)
+    shard = {"ddp": (1, 1, 1), "zero1": (1, 1, gpus), "zero2": (1, gpus, gpus), "fsdp": (gpus, gpus, gpus)}[dist]
+    return {"weights": n * w / shard[0], "grads": n * g / shard[1], "optimizer": n * o / shard[2]}
+
+
+def cpu_peak_flops() -> float:
+    """This machine's fp32 matmul FLOP/s: best of a few 1024^3 products (about 0.1 s)."""
+    import time
+
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    best = math.inf
+    for _ in range(4):  # the first is a warmup
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * 1024**3 / best
+
+
+def check_choice(kind: str, value: str, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {kind} {value!r}; choose from {', '.join(choices)}")
+
+
+def plan(cfg: ModelConfig, tokens: float | None = None, gpus: int = 1, gpu: str = "h100", dist: str = "ddp",
+         micro_batch: int = 1, checkpointing: bool = False) -> dict:
+    """Everything `myllm plan` reports, as a JSON-ready dict (bytes, FLOPs, seconds, dollars)."""
+    cfg.validate()
+    check_choice("--gpu", gpu, GPUS)
+    check_choice("--dist", dist, DISTS)
+    if tokens is not None and not tokens > 0:
+        raise ConfigError(f"--tokens = {tokens:g} must be positive, e.g. 27.54e9")
+    for name, v in (("--gpus", gpus), ("--micro-batch", micro_batch)):
+        if v < 1:
+            raise ConfigError(f"{name} = {v} must be at least 1")
     counts = param_counts(cfg)
-    lines = [
-        f"model {cfg.preset}: d_model {cfg.d_model}, layers {cfg.n_layers}, heads {cfg.n_heads} x {cfg.head_dim} "
-        f"(kv heads {cfg.n_kv_heads}), ff {cfg.d_ff}, vocab {cfg.vocab_size:,}, context {cfg.context:,}",
+    n, T, L = counts["total"], cfg.context, cfg.n_layers
+    tokens = float(tokens if tokens is not None else 20 * n)
+    per_token = flops_per_token(cfg, n, T)
+    peak, bandwidth, capacity, price = GPUS[gpu]
+    mfu = GPU_MFU if gpu != "cpu" else CPU_MFU
+    if gpu == "cpu":
+        peak, capacity = cpu_peak_flops(), os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    seconds = per_token * tokens / (gpus * peak * mfu)
+    step_tokens = gpus * micro_batch * T
+    act = activation_bytes_per_token(cfg, mixed=gpu != "cpu")
+    seq_bytes = T * (act["checkpointed" if checkpointing else "all_layers"] + act["logits"])
+    memory = {}
+    for d in DISTS:
+        s = state_bytes(n, gpu, d, gpus)
+        static = sum(s.values())
+        memory[d] = {**s, "activations": micro_batch * T * act["all_layers"],
+                     "activations_checkpointed": micro_batch * T * act["checkpointed"],
+                     "logits": micro_batch * T * act["logits"]}
+        memory[d]["total"] = static + micro_batch * seq_bytes
+        memory[d]["max_micro_batch"] = max(0, int((capacity - static) // seq_bytes))
+    kv_bytes = 2 if gpu != "cpu" else 4  # the engine's cache dtype: bf16 on GPU, fp32 on CPU
+    kv_token = 2 * L * cfg.n_kv_heads * cfg.head_dim * kv_bytes
+    weights_bf16 = n * WEIGHT_FORMATS["bf16"]
+    return {
+        "model": {k: getattr(cfg, k) for k in ("preset", "vocab_size", "d_model", "n_layers", "n_heads",
+                                                "n_kv_heads", "d_ff", "context")},
+        "parameters": dict(counts),
+        "initial_loss": math.log(cfg.vocab_size),
+        "training": {
+            "flops_per_token": per_token, "tokens": tokens, "tokens_per_parameter": tokens / n,
+            "total_flops": per_token * tokens, "gpu": gpu, "gpus": gpus, "peak_flops_per_gpu": peak, "mfu": mfu,
+            "seconds": seconds, "gpu_hours": seconds * gpus / 3600, "cost_usd": seconds * gpus / 3600 * price,
+            "micro_batch": micro_batch, "tokens_per_step": step_tokens, "steps": math.ceil(tokens / step_tokens),
+        },
+        "memory": {"dist": dist, "checkpointing": checkpointing, "capacity_bytes": capacity, "per_gpu": memory},
+        "inference": {
+            "weights_bytes": {f: n * b for f, b in WEIGHT_FORMATS.items()},
+            "kv_bytes_per_value": kv_bytes, "kv_cache_bytes_per_token": kv_token,
+            "kv_cache_bytes_at_context": kv_token * T,
+            "decode_tokens_per_s_at_context": bandwidth / (weights_bf16 + kv_token * T) if bandwidth else None,
+            "prefill_flops_at_context": 2 * n * T + 4 * L * cfg.d_model * T * T,
+        },
+    }
+
+
+def _b(x: float) -> str:
+    """Bytes in decimal units (GB = 1e9), as GPU memory is sold."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if x >= scale:
+            return f"{x / scale:.2f} {unit}"
+    return f"{x:.0f} B"
+
+
+def format_plan(p: dict) -> str:
+    """The CLI's text form of `plan()`: one row per quantity, each with why it is what it is."""
+    m, c, t, mem, inf = p["model"], p["parameters"], p["training"], p["memory"], p["inference"]
+    out = [
+        f"model {m['preset']}: d_model {m['d_model']}, layers {m['n_layers']}, heads {m['n_heads']} x "
+        f"{m['d_model'] // m['n_heads']} (kv heads {m['n_kv_heads']}), ff {m['d_ff']}, vocab {m['vocab_size']:,}, "
+        f"context {m['context']:,}",
         "",
         f"{'component':<30}{'parameters':>16}{'share':>9}",
     ]
-    for name, n in counts.items():
+    for name, n in c.items():
         if name == "total":
-            lines.append("-" * 55)
-        lines.append(f"{name:<30}{n:>16,}{n / counts['total']:>9.1%}")
-    lines += ["", f"initial loss ln(V) = {math.log(cfg.vocab_size):.3f} nats/token (a uniform guess)"]
-    return "\n".join(lines)
+            out.append("-" * 55)
+        out.append(f"{name:<30}{n:>16,}{n / c['total']:>9.1%}")
+    hours = t["seconds"] / 3600
+    rows = [
+        ("initial loss", f"{p['initial_loss']:.3f} nats", "ln(V): a uniform guess over the vocabulary"),
+        ("FLOPs / token", f"{t['flops_per_token']:.3e}", "6N + 12·L·d·T (PaLM; tied embedding counted once)"),
+        ("tokens", f"{t['tokens']:.4g}", f"{t['tokens_per_parameter']:.1f} tokens/parameter (Chinchilla: ~20)"),
+        ("training FLOPs", f"{t['total_flops']:.3e}", "FLOPs/token x tokens"),
+        ("tokens / step", f"{t['tokens_per_step']:,}", f"{t['gpus']} GPUs x micro-batch {t['micro_batch']} x "
+         f"context; {t['steps']:,} steps"),
+        ("time", f"{hours:,.1f} h ({hours / 24:.1f} days)", f"{t['gpus']} x {t['gpu']} at "
+         f"{t['peak_flops_per_gpu']:.3g} FLOP/s peak x {t['mfu']:.0%} MFU (assumed)"),
+        ("cost", f"${t['cost_usd']:,.0f}", f"{t['gpu_hours']:,.0f} GPU-hours at an assumed on-demand price"),
+    ]
+    out += ["", f"{'training':<18}{'':>24}  why"] + [f"{a:<18}{b:>24}  {c}" for a, b, c in rows]
+    out += ["", f"memory per GPU, micro-batch {t['micro_batch']} x {m['context']:,} tokens "
+            f"({'with' if mem['checkpointing'] else 'without'} activation checkpointing; "
+            f"{_b(mem['capacity_bytes'])} available):"]
+    cols = ("weights", "grads", "optimizer", "activations", "activations_checkpointed", "logits", "total")
+    heads = ("weights", "grads", "optimizer", "activations", "act. ckpt", "logits", "total", "max batch")
+    out.append(f"{'dist':<7}" + "".join(f"{h:>13}" for h in heads))
+    for d, r in mem["per_gpu"].items():
+        mark = " <" if d == mem["dist"] else ""
+        out.append(f"{d:<7}" + "".join(f"{_b(r[k]):>13}" for k in cols) + f"{r['max_micro_batch']:>13}{mark}")
+    out += [
+        "  weights/grads/optimizer: bf16 weights+grads, fp32 master+2 Adam moments (16 B/param; CPU: fp32, 16 B);",
+        "  zero1 shards the optimizer over GPUs, zero2 also grads, fsdp also weights; activations = tensors saved",
+        "  for backward (see activation_bytes_per_token); logits = fp32 log-probs + 2 gradients of B·T·V;",
+        "  total counts activations or checkpointed ones per the flag; max batch = largest micro-batch that fits",
+    ]
+    w = inf["weights_bytes"]
+    dec = inf["decode_tokens_per_s_at_context"]
+    rows = [
+        ("weights", " / ".join(f"{k} {_b(v)}" for k, v in w.items()), "parameters x bytes (fp32/bf16/int8/int4)"),
+        ("KV cache / token", _b(inf["kv_cache_bytes_per_token"]),
+         f"2 (K,V) x L x kv_heads x head_dim x {inf['kv_bytes_per_value']} B (GQA shares KV heads)"),
+        ("KV cache @ context", _b(inf["kv_cache_bytes_at_context"]), "per sequence at the full context"),
+        ("decode tok/s", f"<= {dec:,.0f}" if dec else "n/a", "HBM bandwidth / (bf16 weights + full KV cache), "
+         "batch 1"),
+        ("prefill FLOPs", f"{inf['prefill_flops_at_context']:.3e}", "2N·T + 4·L·d·T² for a full-context prompt"),
+    ]
+    out += ["", f"{'inference':<18}{'':>24}  why"]
+    out += [f"{a:<18}{b:>24}  {c}" if a != "weights" else f"{a:<18}{b}\n{'':<44}{c}" for a, b, c in rows]
+    return "\n".join(out)

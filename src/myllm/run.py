@@ -230,6 +230,9 @@ def run(
     summary["stage_seconds"] = {s: round(state.stages[s]["seconds"], 2) for s in STAGES}
     summary["this_invocation_seconds"] = {s: round(v, 2) for s, v in seconds.items()}
     atomic_write_json(out / "summary.json", summary)
+    from myllm.evals.report import write_run_report
+
+    write_run_report(out)  # report.md + plots/, rebuilt from the files above
     return summary
 
 

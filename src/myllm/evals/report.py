@@ -1,0 +1,248 @@
+"""The run report card: `runs/NAME/report.md` and `runs/NAME/plots/*.png`.
+
+One page that answers "what did this run do, on what, and how well?": the model and recipe,
+the machine, the time per stage, the corpus, an evaluation table across stages, samples and
+training curves. It is built only from files already in the run directory (config.toml,
+stages.json, summary.json, metrics.jsonl, evals/*.json), so `myllm report` can rebuild it at
+any time and `myllm run` rebuilds it at the end.
+
+The Evaluation table is a list of rows. The first, `base (pretrain)`, comes from summary.json.
+Every later stage adds its row by writing `evals/<stage>.json` with the same keys as
+summary.json (`val_bpb`, `test_bpb`, `floor_val_bpb`, `probe_accuracy`; any may be missing):
+rows named sft, dpo, grpo, quantized, exported come in that order, any other name after them
+alphabetically. A row without its own floor uses the base row's (same corpus, same floor).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from myllm.errors import MyLLMError
+from myllm.io import atomic_open, atomic_write_text, read_json
+
+STAGE_ORDER = ("sft", "dpo", "grpo", "quantized", "exported")
+POST_KEYS = ("reward", "kl", "accuracy")  # post-training curves, matched as a key or a _-separated part of one
+SECTIONS = ("Config", "System", "Stages", "Corpus", "Evaluation", "Samples", "Plots")
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _cell(text: str) -> str:
+    """Table-safe text: one line, no column breaks."""
+    return text.replace("\n", " / ").replace("|", "\\|")
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def evaluation_rows(run_dir: Path, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Evaluation table: the base model from summary.json, then one row per evals/*.json."""
+    rows = [{"name": "base (pretrain)", **summary}]
+    files = sorted((run_dir / "evals").glob("*.json"))
+    rank = {name: i for i, name in enumerate(STAGE_ORDER)}
+    for path in sorted(files, key=lambda p: (rank.get(p.stem, len(rank)), p.stem)):
+        rows.append({"name": path.stem, **read_json(path)})
+    for row in rows:
+        row.setdefault("floor_val_bpb", summary.get("floor_val_bpb"))
+        if row.get("val_bpb") is not None and row["floor_val_bpb"]:
+            row["ratio"] = row["val_bpb"] / row["floor_val_bpb"]
+    return rows
+
+
+def system_info() -> list[str]:
+    """The machine that wrote the report (normally the one that trained, since `myllm run` writes it)."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    if Path("/proc/cpuinfo").is_file():
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    lines = [f"- python {platform.python_version()}, torch {torch.__version__}",
+             f"- OS: {platform.platform()}", f"- CPU: {cpu}, {os.cpu_count()} logical cores"]
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        lines.append(f"- CUDA: {', '.join(names)} (CUDA {torch.version.cuda})")
+    else:
+        lines.append("- CUDA: none visible")
+    return lines
+
+
+def config_section(run_dir: Path) -> list[str]:
+    from myllm.config import load_run_config
+    from myllm.plan import param_counts
+
+    cfg = load_run_config(run_dir / "config.toml")
+    m, t = cfg.model, cfg.train
+    counts = param_counts(m)
+    budget = f"{t.time_budget:g} s" if t.time_budget > 0 else "none"
+    return [
+        f"- model `{m.preset}`: d_model {m.d_model}, layers {m.n_layers}, heads {m.n_heads} x {m.head_dim} "
+        f"(kv heads {m.n_kv_heads}), ff {m.d_ff}, vocab {m.vocab_size:,}, context {m.context:,}",
+        f"- parameters: {counts['total']:,} ({counts['non-embedding']:,} non-embedding)",
+        f"- initial loss ln(V) = {math.log(m.vocab_size):.3f} nats/token (a uniform guess over the vocabulary)",
+        f"- data: {cfg.data.source}",
+        f"- train: batch {t.batch_size} x {t.grad_accum} accum x {cfg.seq_len} tokens "
+        f"= {t.batch_size * t.grad_accum * cfg.seq_len:,} tokens/step; max steps {t.max_steps:,}; "
+        f"time budget {budget}",
+        f"- optimizer: AdamW lr {t.lr:g} (warmup {t.warmup_steps}, cosine to x{t.min_lr_ratio:g}), "
+        f"betas ({t.beta1:g}, {t.beta2:g}), weight decay {t.weight_decay:g}, grad clip {t.grad_clip:g}; "
+        f"seed {t.seed}, device {t.device}",
+    ]
+
+
+def corpus_section(run_dir: Path, summary: dict[str, Any]) -> list[str]:
+    splits = summary.get("corpus")
+    if not splits:  # an older summary: rebuild the figures from the manifest and shard index
+        manifest = read_json(run_dir / "corpus" / "manifest.json")["splits"]
+        index = read_json(run_dir / "shards" / "index.json")["splits"]
+        splits = {s: {**v, "tokens": index.get(s, {}).get("tokens")} for s, v in manifest.items()}
+    lines = ["| split | documents | bytes | tokens |", "|---|---:|---:|---:|"]
+    for split, v in splits.items():
+        tokens = "-" if v.get("tokens") is None else f"{v['tokens']:,}"
+        lines.append(f"| {split} | {v['documents']:,} | {v['bytes']:,} | {tokens} |")
+    if (run_dir / "corpus" / "report.md").is_file():
+        lines += ["", "What cleaning, filtering and dedup did: [corpus report](corpus/report.md)."]
+    return lines
+
+
+def build_run_report(run_dir: Path) -> str:
+    """The report's Markdown text (writes the plots as a side effect)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "summary.json").is_file():
+        raise MyLLMError(f"{run_dir} has no summary.json; run `myllm run --out {run_dir}` "
+                         f"or `myllm eval --run {run_dir}` first")
+    summary = read_json(run_dir / "summary.json")
+    lines = [f"# Run report: {run_dir.name}", "", "## Config", "", *config_section(run_dir), ""]
+    lines += ["## System", "", "The machine that wrote this report:", "", *system_info(), ""]
+    stages = read_json(run_dir / "stages.json") if (run_dir / "stages.json").is_file() else {}
+    lines += ["## Stages", "", "| stage | wall seconds |", "|---|---:|"]
+    lines += [f"| {name} | {v['seconds']:.1f} |" for name, v in stages.items()]
+    lines += [f"| total | {sum(v['seconds'] for v in stages.values()):.1f} |", ""]
+    lines += ["## Corpus", "", *corpus_section(run_dir, summary), ""]
+    lines += ["## Evaluation", "", "Bits per byte on held-out text (lower is better); floor = the source entropy "
+              "of val where known, ratio = val bpb / floor. Later stages add rows via `evals/<stage>.json`.", "",
+              "| stage | val bpb | test bpb | floor | ratio | probe accuracy |", "|---|---:|---:|---:|---:|---:|"]
+    for r in evaluation_rows(run_dir, summary):
+        acc = "-" if r.get("probe_accuracy") is None else f"{r['probe_accuracy']:.1%}"
+        lines.append(f"| {r['name']} | {_fmt(r.get('val_bpb'))} | {_fmt(r.get('test_bpb'))} | "
+                     f"{_fmt(r.get('floor_val_bpb'))} | {_fmt(r.get('ratio'), 3)} | {acc} |")
+    lines += ["", "## Samples", "", "| prompt | completion |", "|---|---|"]
+    lines += [f"| {_cell(s['prompt']) or '(empty)'} | {_cell(s['completion'])} |" for s in summary.get("samples", [])]
+    plots = write_run_plots(run_dir, read_metrics(run_dir), summary)
+    lines += ["", "## Plots", ""]
+    lines += [f"![{p.stem}](plots/{p.name})" for p in plots] or ["no metrics.jsonl records to plot"]
+    return "\n".join(lines) + "\n"
+
+
+def write_run_report(run_dir: Path) -> Path:
+    """Write `report.md` and `plots/*.png` in the run directory; return the report's path."""
+    path = Path(run_dir) / "report.md"
+    atomic_write_text(path, build_run_report(run_dir))
+    return path
+
+
+def _train_bytes_per_token(run_dir: Path) -> float | None:
+    index_path = run_dir / "shards" / "index.json"
+    if not index_path.is_file():
+        return None
+    train = read_json(index_path)["splits"].get("train", {})
+    return train["bytes"] / train["tokens"] if train.get("tokens") else None
+
+
+def write_run_plots(run_dir: Path, records: list[dict[str, Any]], summary: dict[str, Any]) -> list[Path]:
+    """One PNG per figure; a figure whose data is absent is skipped, not drawn empty."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = run_dir / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    by_stage: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        by_stage[r.get("stage", "pretrain")].append(r)
+    written: list[Path] = []
+
+    def save(fig, name: str) -> None:
+        path = folder / f"{name}.png"
+        fig.tight_layout()
+        with atomic_open(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=110)
+        plt.close(fig)
+        written.append(path)
+
+    def series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+        pairs = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    pre = by_stage.get("pretrain", [])
+    steps, loss = series(pre, "loss")
+    val_steps, val_bpb = series(pre, "val_bpb")
+    bpt = _train_bytes_per_token(run_dir)
+    if steps:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        if val_bpb and bpt:  # bits per byte throughout, so the floor is on the same axis
+            ax.plot(steps, [x / math.log(2) / bpt for x in loss], label="train loss (at train bytes/token)")
+            ax.plot(val_steps, val_bpb, "o-", label="val")
+            floor = summary.get("floor_val_bpb")
+            if floor:
+                ax.axhline(floor, color="k", linestyle="--", label=f"val entropy floor {floor:.4f}")
+            ax.set_ylabel("bits per byte")
+        else:  # no bpb to convert with: nats per token, and no floor (it is in bits per byte)
+            ax.plot(steps, loss, label="train loss")
+            ax.plot(*series(pre, "val_loss"), "o-", label="val loss")
+            ax.set_ylabel("loss (nats/token)")
+        ax.set_xlabel("step")
+        ax.set_title("pretraining loss")
+        ax.legend()
+        save(fig, "loss")
+    for key, label, name in (("lr", "learning rate", "lr"), ("grad_norm", "gradient norm (before clipping)",
+                                                             "grad_norm")):
+        curves = {stage: series(rows, key) for stage, rows in by_stage.items()}
+        if any(xs for xs, _ in curves.values()):
+            fig, ax = plt.subplots(figsize=(7, 3.5))
+            for stage, (xs, ys) in curves.items():
+                if xs:
+                    ax.plot(xs, ys, label=stage)
+            ax.set(xlabel="step (of each stage)", ylabel=label)
+            ax.legend()
+            save(fig, name)
+    if any(r.get("tok_s") is not None for r in records):
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        for stage, rows in by_stage.items():
+            ax.plot(*series(rows, "tok_s"), label=f"{stage} tokens/s")
+        ax.set(xlabel="step (of each stage)", ylabel="tokens/s")
+        if any(r.get("mfu") is not None for r in records):
+            twin = ax.twinx()
+            for stage, rows in by_stage.items():
+                twin.plot(*series(rows, "mfu"), linestyle=":", label=f"{stage} MFU")
+            twin.set_ylabel("MFU")
+            twin.legend(loc="lower right")
+        ax.legend(loc="upper left")
+        save(fig, "throughput")
+    for stage, rows in by_stage.items():
+        if stage == "pretrain":
+            continue
+        keys = sorted({k for r in rows for k in r if any(p in POST_KEYS for p in k.split("_"))})
+        keys = [k for k in keys if series(rows, k)[0]]
+        if keys:
+            fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
+            for ax, key in zip(axes[0], keys, strict=True):
+                ax.plot(*series(rows, key))
+                ax.set(xlabel="step", ylabel=key, title=f"{stage}: {key}")
+            save(fig, f"post_{stage}")
+    return written

@@ -1,0 +1,153 @@
+"""`myllm plan`: counts agree with the model, FLOPs with the benchmark, memory with a measured CPU step."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from myllm.cli import main
+from myllm.config import MODEL_PRESETS, ModelConfig
+from myllm.errors import ConfigError
+from myllm.model import KVCache, Transformer
+from myllm.plan import plan
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def preset(name):
+    return ModelConfig(preset=name, **MODEL_PRESETS[name])
+
+
+@pytest.mark.parametrize("name", list(MODEL_PRESETS))
+def test_parameter_count_is_the_models_own(name):
+    with torch.device("meta"):
+        model = Transformer(preset(name))
+    assert plan(preset(name))["parameters"]["total"] == sum(p.numel() for p in model.parameters())
+
+
+def test_myllm_1b_headline_numbers():
+    p = plan(preset("myllm-1b"), tokens=27.54e9, gpus=8, gpu="h100")
+    assert p["parameters"]["total"] == 1_055_231_744
+    assert round(p["training"]["tokens_per_parameter"], 1) == 26.1
+    assert p["initial_loss"] == pytest.approx(11.090, abs=1e-3)  # ln 65536
+    assert plan(preset("myllm-1b"))["training"]["tokens"] == 20 * 1_055_231_744  # Chinchilla default
+    mem = p["memory"]["per_gpu"]
+    assert mem["ddp"]["optimizer"] == 12 * 1_055_231_744 and mem["zero1"]["optimizer"] == 12 * 1_055_231_744 / 8
+    assert mem["ddp"]["total"] > mem["zero1"]["total"] > mem["zero2"]["total"] > mem["fsdp"]["total"]
+
+
+def test_kv_cache_matches_an_allocated_cache():
+    cfg = preset("micro")
+    inf = plan(cfg, gpu="cpu")["inference"]
+    assert inf["kv_cache_bytes_at_context"] == KVCache.allocate(cfg, 1, cfg.context).nbytes()
+    assert inf["kv_cache_bytes_per_token"] * cfg.context == inf["kv_cache_bytes_at_context"]
+
+
+def test_flops_per_token_matches_the_benchmark():
+    spec = importlib.util.spec_from_file_location("bench_throughput", BENCH / "throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for name in ("small", "myllm-1b"):
+        cfg = preset(name)
+        with torch.device("meta"):
+            model = Transformer(cfg)
+        assert plan(cfg)["training"]["flops_per_token"] == bench.flops_per_token(model, cfg.context)[0]
+
+
+PEAK_SCRIPT = """
+import sys, torch
+from myllm.config import MODEL_PRESETS, ModelConfig, TrainConfig
+from myllm.model import Transformer
+from myllm.train.optim import make_optimizer
+
+def status(key):
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key + ":"))
+
+def step(model, opt, x):
+    model(x[:, :-1], x[:, 1:]).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+torch.set_num_threads(1)
+B, T = int(sys.argv[1]), int(sys.argv[2])
+# Warm up on a tiny model first: the first backward/AdamW step maps ~90 MB of library code and
+# thread state, which is the process's, not the model's.
+nano = ModelConfig(preset="nano", **MODEL_PRESETS["nano"])
+w = Transformer(nano)
+step(w, make_optimizer(w, TrainConfig(), torch.device("cpu")), torch.randint(nano.vocab_size, (1, 17)))
+del w
+cfg = ModelConfig(preset="small", **MODEL_PRESETS["small"])
+x = torch.randint(cfg.vocab_size, (B, T + 1))
+try:  # reset VmHWM to the current RSS (Linux >= 4.0)
+    open("/proc/self/clear_refs", "w").write("5")
+except OSError:
+    pass
+base = status("VmRSS")
+model = Transformer(cfg)
+opt = make_optimizer(model, TrainConfig(), torch.device("cpu"))
+for _ in range(2):  # the second step is the steady state: AdamW moments exist
+    step(model, opt, x)
+print(status("VmHWM") - base)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_training_memory_estimate_matches_a_measured_cpu_step():
+    """plan's weights + grads + AdamW + activations + logits vs the peak RSS increase of a real step.
+
+    glibc keeps freed heap blocks below its (self-raising) mmap threshold, so RSS would also count
+    memory no tensor uses and grow step after step; a fixed threshold makes freed tensors go back to
+    the OS, so the peak measures live tensors, which is what the plan estimates.
+    """
+    B, T = 8, 256
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(B), str(T)], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    measured = int(out.split()[-1])
+    cfg = preset("small")
+    cfg.context = T
+    mem = plan(cfg, gpu="cpu", micro_batch=B)["memory"]["per_gpu"]["ddp"]
+    estimate = sum(mem[k] for k in ("weights", "grads", "optimizer", "activations", "logits"))
+    assert estimate == mem["total"]
+    assert abs(estimate - measured) / measured < 0.15, (estimate, measured)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(gpu="tpu"), ["'tpu'", "h100, a100, h200, cpu"]),
+    (dict(dist="zero3"), ["'zero3'", "ddp, zero1, zero2, fsdp"]),
+    (dict(tokens=0), ["--tokens", "positive"]),
+    (dict(tokens=-5), ["--tokens", "positive"]),
+    (dict(gpus=0), ["--gpus"]),
+    (dict(micro_batch=0), ["--micro-batch"]),
+])
+def test_bad_input_is_a_one_line_config_error(kwargs, words):
+    with pytest.raises(ConfigError) as err:
+        plan(preset("nano"), **kwargs)
+    assert "\n" not in str(err.value) and all(w in str(err.value) for w in words)
+
+
+def test_impossible_shape_is_a_config_error():
+    cfg = preset("nano")
+    cfg.n_heads = 3  # does not divide d_model 64
+    with pytest.raises(ConfigError, match="pick heads from"):
+        plan(cfg)
+
+
+def test_cli_plan_table_json_and_errors(capsys):
+    assert main(["plan", "--preset", "myllm-1b", "--gpus", "8", "--gpu", "h100"]) == 0
+    out = capsys.readouterr().out
+    assert "1,055,231,744" in out
+    table = out[out.index("memory per GPU"):]
+    assert all(f"\n{d} " in table for d in ("ddp", "zero1", "zero2", "fsdp"))
+    assert main(["plan", "--preset", "small", "--layers", "2", "--tokens", "1e6", "--json"]) == 0
+    p = json.loads(capsys.readouterr().out)
+    assert p["model"]["n_layers"] == 2 and p["training"]["tokens"] == 1e6
+    assert main(["plan", "--preset", "small", "--gpu", "tpu"]) == 2
+    assert main(["plan", "--preset", "small", "--heads", "3"]) == 2
+    assert main(["plan", "--preset", "small", "--tokens", "0"]) == 2
