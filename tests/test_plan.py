@@ -115,6 +115,8 @@ def test_training_memory_estimate_matches_a_measured_cpu_step():
     mem = plan(cfg, gpu="cpu", micro_batch=B)["memory"]["per_gpu"]["ddp"]
     estimate = sum(mem[k] for k in ("weights", "grads", "optimizer", "activations", "logits"))
     assert estimate == mem["total"]
+    print(f"training memory, small 8 x 256 on CPU: estimate {estimate / 1e6:.1f} MB, "
+          f"measured peak {measured / 1e6:.1f} MB ({(estimate - measured) / measured:+.1%})")
     assert abs(estimate - measured) / measured < 0.15, (estimate, measured)
 
 
@@ -151,3 +153,42 @@ def test_cli_plan_table_json_and_errors(capsys):
     assert main(["plan", "--preset", "small", "--gpu", "tpu"]) == 2
     assert main(["plan", "--preset", "small", "--heads", "3"]) == 2
     assert main(["plan", "--preset", "small", "--tokens", "0"]) == 2
+
+
+def test_fit_time_picks_the_lowest_predicted_loss_and_grows_with_the_budget():
+    from myllm.config import resolve_config
+    from myllm.plan import CHINCHILLA, fit_time
+
+    small = fit_time(600, 2048, 256, flops_per_second=8e10)
+    best = small["best"]
+    assert best["predicted_loss"] == min(r["predicted_loss"] for r in small["candidates"])
+    k = CHINCHILLA
+    assert best["predicted_loss"] == pytest.approx(
+        k["E"] + k["A"] / best["parameters"] ** k["alpha"] + k["B"] / best["tokens"] ** k["beta"])
+    assert best["tokens"] * flops_per_token_of(best) == pytest.approx(600 * 8e10)
+    bigger = [fit_time(600 * f, 2048, 256, flops_per_second=8e10)["best"]["parameters"] for f in (1, 100, 10**4)]
+    assert bigger == sorted(bigger) and bigger[0] < bigger[-1]
+    huge = fit_time(3600, 32768, 2048, flops_per_second=8 * 989e12 * 0.4)["best"]  # an hour on 8 H100s
+    assert 5 < huge["tokens_per_parameter"] < 80  # near Chinchilla's ~20 tokens per parameter
+    overrides = small["command"].split("--set ")[1:]  # the printed command is a valid run config
+    cfg = resolve_config("default", None, [o.strip() for o in overrides] + ["model.vocab_size=2048"])
+    assert cfg.model.d_model == best["model"]["d_model"] and cfg.model.n_layers == best["model"]["n_layers"]
+
+
+def flops_per_token_of(row):
+    from myllm.config import ModelConfig
+    from myllm.plan import flops_per_token
+
+    cfg = ModelConfig(vocab_size=2048, context=256, **row["model"])
+    return flops_per_token(cfg, row["parameters"], 256)
+
+
+def test_fit_time_command_line(capsys):
+    from myllm.cli import main
+
+    assert main(["plan", "--preset", "micro", "--fit-time", "300", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["command"].startswith("myllm run --time-budget 300 --set model.d_model=")
+    assert out["flops_per_second"] > 1e9 and "MFU" in out["throughput"]
+    assert main(["plan", "--fit-time", "0"]) == 2
+    assert "--fit-time = 0 must be a positive" in capsys.readouterr().err

@@ -40,3 +40,17 @@ def test_default_run_sees_every_training_book_at_least_once(tmp_path):
     per_step = cfg.train.batch_size * cfg.train.grad_accum * cfg.seq_len
     assert cfg.train.max_steps * per_step >= train_tokens
     assert cfg == resolve_config("default")
+
+
+def test_quick_run_writes_a_report_card_with_every_section_and_plot(quick_summary):
+    out, s = quick_summary
+    report = (out / "report.md").read_text()
+    for section in ("## Config", "## System", "## Stages", "## Corpus", "## Evaluation", "## Samples", "## Plots"):
+        assert section in report, section
+    assert f"{s['val_bpb']:.4f}" in report and f"{s['floor_val_bpb']:.4f}" in report  # base row with its floor
+    images = [line.split("(")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
+    assert {"plots/loss.png", "plots/lr.png", "plots/grad_norm.png", "plots/throughput.png"} <= set(images)
+    for image in images:
+        assert (out / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / image).stat().st_size > 1000
+    corpus_report = (out / "corpus" / "report.md").read_text()
+    assert "## Splits" in corpus_report and (out / "corpus" / "plots" / "lengths.png").is_file()

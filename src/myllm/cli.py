@@ -154,6 +154,12 @@ def cmd_plan(a: argparse.Namespace) -> int:
         cfg = RunConfig()
         apply_model_preset(cfg, a.preset, "--preset")
         model = cfg.model
+    if a.fit_time is not None:  # the shape is the answer: only vocabulary and context are given
+        from myllm.plan import fit_time, format_fit
+
+        result = fit_time(a.fit_time, a.vocab_size or model.vocab_size, a.context or model.context)
+        print(json.dumps(result, indent=2) if a.json else format_fit(result))
+        return 0
     shape = {k: getattr(a, k) for k in PLAN_SHAPE_FLAGS.values() if getattr(a, k) is not None}
     if shape:
         model = dataclasses.replace(model, preset=f"{model.preset} (modified)", **shape)
@@ -241,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--micro-batch", type=int, default=1, help="sequences of the full context per GPU per step")
     p.add_argument("--checkpointing", action="store_true", help="activation checkpointing of every layer")
     p.add_argument("--json", action="store_true", help="print plan() as JSON")
+    p.add_argument("--fit-time", type=float, metavar="SECONDS",
+                   help="pick the shape and token count that minimize loss for this much training on this machine")
     p.set_defaults(func=cmd_plan)
     return parser
 

@@ -245,3 +245,75 @@ def format_plan(p: dict) -> str:
     out += ["", f"{'inference':<18}{'':>24}  why"]
     out += [f"{a:<18}{b:>24}  {c}" if a != "weights" else f"{a:<18}{b}\n{'':<44}{c}" for a, b, c in rows]
     return "\n".join(out)
+
+
+# Hoffmann et al. 2022 (Chinchilla), approach 3: L(N, D) = E + A / N^alpha + B / D^beta (nats/token).
+# Fitted on MassiveText with a 32k SentencePiece vocabulary, so the losses are not this corpus's; what
+# transfers is the trade-off between parameters and tokens, which is all `fit_time` uses them for.
+CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
+FIT_WIDTHS = (64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
+
+
+def shape_family(vocab_size: int, context: int) -> list[ModelConfig]:
+    """Candidate shapes, one per width: head size 64, depth width/32 (>= 2), MLP 3x, kv heads = heads/2."""
+    shapes = []
+    for d in FIT_WIDTHS:
+        heads = max(1, d // 64)
+        shapes.append(ModelConfig(preset=f"fit-{d}", vocab_size=vocab_size, d_model=d, n_layers=max(2, d // 32),
+                                  n_heads=heads, n_kv_heads=max(1, heads // 2), d_ff=3 * d, context=context))
+    return shapes
+
+
+def measured_flops_per_second() -> tuple[float, str]:
+    """This machine's achievable training FLOP/s: a measured matmul peak times the planning MFU."""
+    if torch.cuda.is_available():
+        import time
+
+        a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+        (a @ a).sum().item()  # warmup
+        t0 = time.perf_counter()
+        for _ in range(10):
+            b = a @ a
+        b.sum().item()
+        peak = 10 * 2 * 8192**3 / (time.perf_counter() - t0)
+        return peak * GPU_MFU, f"{torch.cuda.get_device_name()} bf16 matmul {peak:.3g} FLOP/s x {GPU_MFU:.0%} MFU"
+    peak = cpu_peak_flops()
+    return peak * CPU_MFU, f"CPU fp32 matmul {peak:.3g} FLOP/s x {CPU_MFU:.0%} MFU"
+
+
+def fit_time(seconds: float, vocab_size: int, context: int, flops_per_second: float | None = None) -> dict:
+    """The shape and token count that minimize Chinchilla's L(N, D) for `seconds` of training here.
+
+    Each candidate of `shape_family` gets D = seconds x FLOP/s / (FLOPs per token) tokens; the one with
+    the lowest predicted loss wins. Smaller models see more tokens, larger ones learn more per token;
+    the optimum lands near Chinchilla's ~20 tokens per parameter. `command` is the `myllm run` line.
+    """
+    if not seconds > 0:
+        raise ConfigError(f"--fit-time = {seconds:g} must be a positive number of seconds, e.g. 600")
+    how = "given"
+    if flops_per_second is None:
+        flops_per_second, how = measured_flops_per_second()
+    k = CHINCHILLA
+    rows = []
+    for cfg in shape_family(vocab_size, context):
+        n = param_counts(cfg)["total"]
+        tokens = seconds * flops_per_second / flops_per_token(cfg, n, context)
+        loss = k["E"] + k["A"] / n ** k["alpha"] + k["B"] / tokens ** k["beta"]
+        rows.append({"model": {f: getattr(cfg, f) for f in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff")},
+                     "parameters": n, "tokens": tokens, "tokens_per_parameter": tokens / n, "predicted_loss": loss})
+    best = min(rows, key=lambda r: r["predicted_loss"])
+    sets = " ".join(f"--set model.{f}={v}" for f, v in best["model"].items())
+    return {"seconds": seconds, "flops_per_second": flops_per_second, "throughput": how, "candidates": rows,
+            "best": best, "command": f"myllm run --time-budget {seconds:g} {sets}"}
+
+
+def format_fit(f: dict) -> str:
+    lines = [f"compute-optimal shape for {f['seconds']:g} s of training at {f['flops_per_second']:.3g} FLOP/s "
+             f"({f['throughput']}), by Chinchilla's L(N, D):", "",
+             f"{'d_model':>8}{'layers':>8}{'parameters':>16}{'tokens':>12}{'tok/param':>11}{'pred. loss':>12}"]
+    for r in f["candidates"]:
+        mark = "  <" if r is f["best"] else ""
+        lines.append(f"{r['model']['d_model']:>8}{r['model']['n_layers']:>8}{r['parameters']:>16,}"
+                     f"{r['tokens']:>12.3g}{r['tokens_per_parameter']:>11.1f}{r['predicted_loss']:>12.3f}{mark}")
+    lines += ["", "run it:", f"  {f['command']}"]
+    return "\n".join(lines)
