@@ -120,6 +120,17 @@ def make_corpus(folder: Path, mb: float, seed: int = 0) -> int:
     return total
 
 
+def machine_speed() -> str:
+    """A fixed pure-Python workload's rate: the shared VM's speed varies by tens of percent from hour to
+    hour, so each run prints this before and after timing, to compare runs with each other."""
+    t0 = time.perf_counter()
+    words = ("the cat sat on the mat " * 200_000).split()
+    counts: dict[str, int] = {}
+    for w in words:
+        counts[w] = counts.get(w, 0) + 1
+    return f"reference workload {len(words) / (time.perf_counter() - t0) / 1e6:.1f} M words/s"
+
+
 def throughput(mb: float, workers: int, corpus: Path | None) -> None:
     from myllm.data.prepare import prepare_corpus
     from myllm.data.shards import write_shards
@@ -137,7 +148,7 @@ def throughput(mb: float, workers: int, corpus: Path | None) -> None:
             if corpus is not None:
                 corpus.with_name(corpus.name + ".size").write_text(str(size))
         print(f"corpus {size / 1e6:.1f} MB ({time.perf_counter() - t0:.0f}s to make); {os.cpu_count()} CPUs, "
-              f"load average {os.getloadavg()[0]:.2f} before timing")
+              f"load average {os.getloadavg()[0]:.2f} before timing; {machine_speed()}")
         cfg = RunConfig()
         cfg.data.workers = workers
         cpu0, t0 = time.process_time(), time.perf_counter()
@@ -179,7 +190,8 @@ def throughput(mb: float, workers: int, corpus: Path | None) -> None:
             print(f"  {s['step']:<14} {s['documents_in']:>8,} -> {s['documents_out']:>8,} docs")
         print(f"tokenizer peer, same {n / 1e6:.1f} MB: tiktoken path {n / t_fast / 1e6:.2f} MB/s, "
               f"HF tokenizers {n / t_hf / 1e6:.2f} MB/s, ratio {t_hf / t_fast:.2f}x")
-        print(f"main-process CPU during prepare: {cpu_prepare:.0f}s of {t_prepare:.0f}s wall")
+        print(f"main-process CPU during prepare: {cpu_prepare:.0f}s of {t_prepare:.0f}s wall; after timing: "
+              f"{machine_speed()}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

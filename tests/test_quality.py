@@ -248,3 +248,23 @@ def test_first_failing_filter_in_order_is_reported():
     assert quality_reason("\n".join(lines + lines), DEFAULT) == "bullet_lines"  # also duplicate_lines
     words = with_repeats(["zzzz", "yyyy", "xxxx", "wwww", "vvvv"], 12, 100)  # top_2gram and duplicate_5gram
     assert quality_reason(" ".join(words), DEFAULT) == "top_2gram"
+
+
+def test_caller_word_hashes_give_the_same_verdicts():
+    """Prepare passes MinHash's crc32 word hashes in; any equal-words-equal-hashes function must agree."""
+    from myllm.data.dedup import MinHasher
+
+    rng = random.Random(11)
+    words = [w for i in range(60) for w in (f"word{i}", f"Word{i}")]  # case variants: one crc32, two words
+    verdicts = Counter()
+    for _ in range(300):
+        text = " ".join(rng.choice(words[: rng.choice([8, 120])]) for _ in range(rng.randint(50, 120)))
+        if rng.random() < 0.5:
+            text = text + " " + text[: rng.randint(10, len(text))]  # repeated n-grams
+        if rng.random() < 0.2:
+            text = "word1 Word2 " * rng.randint(5, 30) + text  # a dominant 2-gram
+        cfg = QualityConfig()
+        verdict = quality_reason(text, cfg)
+        assert quality_reason(text, cfg, MinHasher.word_hashes(text)) == verdict
+        verdicts[verdict] += 1
+    assert {None, "top_2gram", "duplicate_5gram"} <= set(verdicts)  # the n-gram checks were exercised

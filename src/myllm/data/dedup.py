@@ -48,9 +48,15 @@ class MinHasher:
         self.b = rng.integers(0, 2**32, num_perm, dtype=np.uint64).astype(np.uint32)
         self.num_perm, self.shingle_words = num_perm, shingle_words
 
-    def shingles(self, text: str) -> np.ndarray:
-        """32-bit hashes of the text's word k-grams (one shingle of all words if there are fewer than k)."""
-        words = np.fromiter(map(zlib.crc32, text.lower().encode("utf-8").split()), dtype=np.uint64)
+    @staticmethod
+    def word_hashes(text: str) -> np.ndarray:
+        """crc32 of each lower-cased, whitespace-separated word, as uint64 (stable across processes)."""
+        return np.fromiter(map(zlib.crc32, text.lower().encode("utf-8").split()), dtype=np.uint64)
+
+    def shingles(self, text: str, words: np.ndarray | None = None) -> np.ndarray:
+        """32-bit hashes of the text's word k-grams (one shingle of all words if there are fewer than k);
+        `words` may pass the text's `word_hashes` when the caller has them."""
+        words = self.word_hashes(text) if words is None else words
         k = min(self.shingle_words, len(words))
         if k == 0:
             return words.astype(np.uint32)
@@ -60,10 +66,10 @@ class MinHasher:
                 out = (out + words[j : len(words) - k + 1 + j]) * _SHINGLE_MULT
         return (out >> _SHIFT32).astype(np.uint32)
 
-    def signature(self, text: str) -> np.ndarray:
+    def signature(self, text: str, words: np.ndarray | None = None) -> np.ndarray:
         """uint32[num_perm]; an empty text gets all 0xFFFFFFFF (equal only to other empty texts)."""
         sig = np.full(self.num_perm, 0xFFFFFFFF, dtype=np.uint32)
-        shingles = self.shingles(text)
+        shingles = self.shingles(text, words)
         with np.errstate(over="ignore"):
             for start in range(0, len(shingles), _BLOCK):  # a bounded (block x num_perm) temporary
                 hashed = np.multiply.outer(shingles[start : start + _BLOCK], self.a)

@@ -101,7 +101,9 @@ def process_document(doc_id: str, folder_split: str | None, text: str) -> dict[s
         return out
     text, out["pii"] = redact_pii(text, clean)
     out["bytes_out"] = len(text.encode("utf-8"))
-    reason = quality_reason(text, quality)
+    need_signature = dedup.near or dedup.decontaminate
+    words = hasher.word_hashes(text) if need_signature else None  # hashed once, for quality and MinHash
+    reason = quality_reason(text, quality, words)
     if reason is not None:
         out["drop"] = f"quality:{reason}"
         return out
@@ -109,8 +111,8 @@ def process_document(doc_id: str, folder_split: str | None, text: str) -> dict[s
     split, point, explicit = split_of(folder_split, key, rule)
     out["line"] = (json.dumps({"id": doc_id, "text": text}, ensure_ascii=False) + "\n").encode("utf-8")
     out["record"] = (key, point, SPLIT_CODES[split], explicit, out["bytes_out"])
-    if dedup.near or dedup.decontaminate:
-        out["sig"] = hasher.signature(text).tobytes()
+    if need_signature:
+        out["sig"] = hasher.signature(text, words).tobytes()
     return out
 
 

@@ -84,8 +84,13 @@ def _duplicate_5gram_chars(words: list[str], hashes5: np.ndarray) -> int:
     return sum(len(words[i]) for i in covered)
 
 
-def quality_reason(text: str, cfg: QualityConfig) -> str | None:
-    """None if the document passes every filter, else the name of the first filter it fails."""
+def quality_reason(text: str, cfg: QualityConfig, word_hashes: np.ndarray | None = None) -> str | None:
+    """None if the document passes every filter, else the name of the first filter it fails.
+
+    `word_hashes` may pass hashes the caller already has (MinHash's, of the lower-cased words): any
+    hash works where equal words hash equal, because repeats are confirmed on the words themselves.
+    They are used only if they line up with `text.split()` (one per word).
+    """
     if not cfg.enabled:
         return None
     words = text.split()
@@ -122,7 +127,8 @@ def quality_reason(text: str, cfg: QualityConfig) -> str | None:
     if n_words < 2:
         return None
     # 64-bit n-gram hashes from word hashes (arithmetic wraps around modulo 2**64); exact checks follow.
-    word_hashes = np.fromiter(map(hash, words), dtype=np.int64, count=n_words).view(np.uint64)
+    if word_hashes is None or len(word_hashes) != n_words:
+        word_hashes = np.fromiter(map(hash, words), dtype=np.int64, count=n_words).view(np.uint64)
     hashes2 = word_hashes[:-1] * _MUL + word_hashes[1:]
     if _top_2gram_chars(words, hashes2) / n_chars > cfg.max_top_2gram_fraction:
         return "top_2gram"
