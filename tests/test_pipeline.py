@@ -4,11 +4,13 @@ pool, resumable tokenization, the corpus report, bounded memory and the "nothing
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import Interrupt
@@ -268,3 +270,41 @@ def test_a_staged_file_shorter_than_its_commit_restarts_cleanly(tmp_path: Path, 
     interrupt.disarm()
     assert prepare_corpus(src, tmp_path / "run" / "corpus") == whole
     assert interrupt.calls == 12  # every document processed again
+
+
+def test_decontamination_holds_with_either_dedup_pass_off():
+    """Held-out text leaves train even when train keeps its own copies (the switched-off pass)."""
+    keys = np.array([7, 7, 7, 5, 5], dtype=np.uint64)  # a train copy of val doc 2 comes first in its group
+    held_out = np.array([False, False, True, False, False])
+
+    def drops(**switches):
+        return dd.plan_drops(keys, None, held_out, bands=32, threshold=0.8, **switches).tolist()
+
+    C, E = dd.CONTAMINATED, dd.EXACT
+    assert drops(exact=False, near=False, decontaminate=True) == [C, C, 0, 0, 0]
+    assert drops(exact=True, near=False, decontaminate=True) == [C, C, 0, 0, E]
+    assert drops(exact=True, near=False, decontaminate=False) == [E, E, 0, 0, E]
+    rng = random.Random(8)
+    base = prose(rng, 300)
+    texts = [change_words(base, rng, 2), change_words(base, rng, 2), base, prose(rng, 300)]
+    hasher = dd.MinHasher()
+    sigs = np.stack([hasher.signature(t) for t in texts])
+    near_keys = np.arange(4, dtype=np.uint64)
+    reason = dd.plan_drops(near_keys, sigs, np.array([False, False, True, False]), exact=True, near=False,
+                           decontaminate=True, bands=32, threshold=0.8)
+    assert reason.tolist() == [C, C, 0, 0]
+
+
+def test_lone_surrogates_and_undecodable_file_names_do_not_stop_prepare(tmp_path: Path):
+    src = prose_folder(tmp_path / "src", 4, 80, seed=9)
+    rng = random.Random(90)
+    (src / "escaped.jsonl").write_text(json.dumps({"text": prose(rng, 80) + " half an emoji \ud83d here"}) + "\n")
+    (src / os.fsdecode(b"caf\xe9.txt")).write_text(prose(rng, 80))  # a Latin-1 file name
+    m = prepare_corpus(src, tmp_path / "corpus")
+    ids = set().union(*kept_ids(tmp_path / "corpus").values())
+    assert "caf\\xe9.txt" in ids and "escaped.jsonl:1" in ids and m["input_documents"] == 6
+    texts = [r["text"] for s in ("train", "val", "test") for r in iter_corpus(tmp_path / "corpus", s)]
+    assert any("half an emoji \ufffd here" in t for t in texts)
+    from myllm.run import source_signature
+
+    assert len(source_signature(str(src))) == 16

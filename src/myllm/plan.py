@@ -302,7 +302,8 @@ def fit_time(seconds: float, vocab_size: int, context: int, flops_per_second: fl
         rows.append({"model": {f: getattr(cfg, f) for f in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff")},
                      "parameters": n, "tokens": tokens, "tokens_per_parameter": tokens / n, "predicted_loss": loss})
     best = min(rows, key=lambda r: r["predicted_loss"])
-    sets = " ".join(f"--set model.{f}={v}" for f, v in best["model"].items())
+    shape = {**best["model"], "vocab_size": vocab_size, "context": context}  # everything the loss assumed
+    sets = " ".join(f"--set model.{f}={v}" for f, v in shape.items())
     return {"seconds": seconds, "flops_per_second": flops_per_second, "throughput": how, "candidates": rows,
             "best": best, "command": f"myllm run --time-budget {seconds:g} {sets}"}
 

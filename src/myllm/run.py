@@ -54,8 +54,9 @@ def source_signature(source: str) -> str:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(filenames):
-            st = os.stat(os.path.join(dirpath, name))
-            h.update(f"{os.path.relpath(os.path.join(dirpath, name), root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            path = os.path.join(dirpath, name)
+            st = os.stat(path)
+            h.update(os.fsencode(os.path.relpath(path, root)) + f"|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
 
 

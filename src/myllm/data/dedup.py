@@ -99,8 +99,13 @@ def _same_key_pairs(keys: np.ndarray) -> np.ndarray:
     return np.stack([first[~starts], order[~starts]], axis=1)
 
 
-def near_duplicate_pairs(signatures: np.ndarray, bands: int, threshold: float) -> np.ndarray:
-    """Confirmed near-duplicate pairs (i, j), i < j, among the rows of `signatures` (n x num_perm)."""
+def near_duplicate_pairs(signatures: np.ndarray, bands: int, threshold: float,
+                         skip: np.ndarray | None = None) -> np.ndarray:
+    """Confirmed near-duplicate pairs (i, j), i < j, among the rows of `signatures` (n x num_perm).
+
+    Rows marked in `skip` take part in no pair. `signatures` may be a memmap: one band (n x rows
+    values) and the candidate pairs' rows are read at a time, never the whole array.
+    """
     n, num_perm = signatures.shape
     rows = num_perm // bands
     if n < 2:
@@ -110,7 +115,10 @@ def near_duplicate_pairs(signatures: np.ndarray, bands: int, threshold: float) -
     with np.errstate(over="ignore"):
         for band in range(bands):
             cols = np.asarray(signatures[:, band * rows : (band + 1) * rows], dtype=np.uint64)
-            found.append(_same_key_pairs((cols * mult).sum(axis=1)))
+            keys = (cols * mult).sum(axis=1)
+            if skip is not None and skip.any():  # unique keys: a skipped row joins no bucket
+                keys[skip] = np.iinfo(np.uint64).max - np.arange(int(skip.sum()), dtype=np.uint64)
+            found.append(_same_key_pairs(keys))
     pairs = np.unique(np.concatenate(found), axis=0)
     keep = np.zeros(len(pairs), dtype=bool)
     cut = confirm_threshold(threshold, num_perm)
@@ -130,9 +138,10 @@ KEEP, EXACT, NEAR, CONTAMINATED = 0, 1, 2, 3
 REASONS = {EXACT: "exact_duplicate", NEAR: "near_duplicate", CONTAMINATED: "decontaminated"}
 
 
-def _clusters(n: int, pairs: np.ndarray) -> dict[int, list[int]]:
-    """Connected components (size >= 2) of the graph whose edges are `pairs`, members in order."""
-    parent = list(range(n))
+def _clusters(pairs: np.ndarray) -> dict[int, list[int]]:
+    """Connected components (size >= 2) of the graph whose edges are `pairs`, members in order.
+    Only documents that appear in a pair take memory."""
+    parent = {int(i): int(i) for i in np.unique(pairs)}
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -145,7 +154,7 @@ def _clusters(n: int, pairs: np.ndarray) -> dict[int, list[int]]:
         if ri != rj:
             parent[max(ri, rj)] = min(ri, rj)
     groups: dict[int, list[int]] = {}
-    for i in sorted({int(x) for x in pairs.ravel()}):
+    for i in sorted(parent):
         groups.setdefault(root(i), []).append(i)
     return groups
 
@@ -156,30 +165,27 @@ def plan_drops(keys: np.ndarray, signatures: np.ndarray | None, held_out: np.nda
 
     In each group of duplicates one document is kept: the first held-out (val/test) one if the
     group has any, else the first. Training documents in a group with a held-out document are
-    CONTAMINATED. With `near` off but `decontaminate` on, only train/held-out pairs are linked,
-    so held-out text still leaves train while train keeps its own near-duplicates.
+    CONTAMINATED (when `decontaminate`). A pass that is off (`exact` or `near` False) still finds its
+    groups, but then only decontaminates: train keeps its own copies, held-out text still leaves it.
     """
-    n = len(keys)
     held_out = np.asarray(held_out, dtype=bool)
-    reason = np.zeros(n, dtype=np.int8)
+    reason = np.zeros(len(keys), dtype=np.int8)
 
-    def resolve(pairs: np.ndarray, duplicate: int) -> None:
-        for members in _clusters(n, pairs).values():
+    def resolve(pairs: np.ndarray, duplicate: int, dedupe: bool) -> None:
+        for members in _clusters(pairs).values():
             tainted = decontaminate and any(held_out[m] for m in members)
             keeper = next((m for m in members if held_out[m]), members[0])
             for m in members:
-                if m != keeper and reason[m] == KEEP:
-                    reason[m] = CONTAMINATED if tainted and not held_out[m] else duplicate
+                if m == keeper or reason[m] != KEEP:
+                    continue
+                if tainted and not held_out[m]:
+                    reason[m] = CONTAMINATED
+                elif dedupe:
+                    reason[m] = duplicate
 
     if exact or decontaminate:
-        pairs = exact_duplicate_pairs(keys)
-        if not exact:
-            pairs = pairs[held_out[pairs[:, 0]] != held_out[pairs[:, 1]]]
-        resolve(pairs, EXACT)
+        resolve(exact_duplicate_pairs(keys), EXACT, exact)
     if (near or decontaminate) and signatures is not None:
-        alive = np.flatnonzero(reason == KEEP)
-        pairs = alive[near_duplicate_pairs(np.asarray(signatures)[alive], bands, threshold)]
-        if not near:
-            pairs = pairs[held_out[pairs[:, 0]] != held_out[pairs[:, 1]]]
-        resolve(pairs, NEAR)
+        # Documents already dropped take no part; they stay in the (memory-mapped) array, uncopied.
+        resolve(near_duplicate_pairs(signatures, bands, threshold, skip=reason != KEEP), NEAR, near)
     return reason

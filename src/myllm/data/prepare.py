@@ -3,7 +3,8 @@
     corpus/{train,val,test}.jsonl   the kept documents
     corpus/manifest.json            what happened to every document and byte, step by step
 
-Two passes, so that memory stays bounded whatever the corpus size:
+Two passes, so that the text in memory stays bounded whatever the corpus size (dedup keeps about
+0.6 KB per document: keys, records and, during its search, one band of signatures at a time):
 
 1. Stream the documents through a process pool (`data.workers`) that cleans, redacts, filters
    and computes each survivor's exact-text key and MinHash signature. Survivors are appended to
@@ -93,14 +94,14 @@ def process_document(doc_id: str, folder_split: str | None, text: str) -> dict[s
     (exact key, split point, split) and its MinHash signature, so the parent process only writes."""
     assert _settings is not None, "call _init_worker first"
     clean, quality, dedup, rule, hasher = _settings
-    out: dict[str, Any] = {"bytes_in": len(text.encode("utf-8"))}
+    # surrogatepass: a lone surrogate (from a JSON escape like "\ud83d") is counted, and cleaning replaces it
+    out: dict[str, Any] = {"bytes_in": len(text.encode("utf-8", "surrogatepass"))}
     text, out["clean"] = clean_text(text, clean)  # newlines and surrogates are fixed whatever the rules say
-    out["bytes_clean"] = len(text.encode("utf-8"))
     if not text.strip():
         out["drop"] = "empty"
         return out
     text, out["pii"] = redact_pii(text, clean)
-    out["bytes_out"] = len(text.encode("utf-8"))
+    out["bytes_out"] = len(text.encode("utf-8"))  # survivors and quality-dropped alike
     need_signature = dedup.near or dedup.decontaminate
     words = hasher.word_hashes(text) if need_signature else None  # hashed once, for quality and MinHash
     reason = quality_reason(text, quality, words)
@@ -177,7 +178,7 @@ def _tally(stats: dict[str, Any], r: dict[str, Any]) -> None:
         stats["empty"]["documents"] += 1
         return
     stats["clean"]["documents"] += 1
-    stats["clean"]["bytes"] += r["bytes_clean"]
+    stats["clean"]["bytes"] += r["bytes_out"]  # after cleaning and redaction: `quality` shows only its own effect
     for kind, n in r["pii"].items():
         stats["pii"][kind] = stats["pii"].get(kind, 0) + n
     if drop is not None:

@@ -53,7 +53,8 @@ def build_report(run_dir: Path) -> str:
                          f"{_pct(s['documents_in'] - s['documents_out'], s['documents_in'])} | "
                          f"{_mb(s['bytes_in'])} | {_mb(s['bytes_out'])} |")
         lines += ["", "`read` counts documents as read from the files (a large text file is cut into several "
-                  "documents at paragraph breaks); `clean` drops documents that are empty after cleaning.", ""]
+                  "documents at paragraph breaks); `clean` (with PII redaction) drops documents that are empty "
+                  "after cleaning.", ""]
         lines += _table("Cleaning rules (documents changed; for line rules, lines removed)", m["cleaning_rules"])
         lines += _table("PII redacted (occurrences)", m["pii_redacted"])
         lines += _table("Quality filters (documents removed)", m["quality_removed"])

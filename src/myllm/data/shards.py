@@ -118,7 +118,10 @@ def write_shards(corpus_dir: Path, tokenizer: Tokenizer, shards_dir: Path, shard
     dtype = token_dtype(tokenizer.vocab_size)
     bos = np.array([tokenizer.bos_id], dtype=dtype)
     tok_text = tokenizer.hf.to_str()
-    fingerprint = hashlib.sha256(f"{manifest.read_text()}|{tok_text}|{shard_tokens}".encode()).hexdigest()[:16]
+    # The split files' sizes and mtimes too: an edit that keeps every count in the manifest must not
+    # resume a partial run made from the old text.
+    files = [(s, p.stat().st_size, p.stat().st_mtime_ns) for s in SPLITS if (p := corpus_dir / f"{s}.jsonl").is_file()]
+    fingerprint = hashlib.sha256(f"{manifest.read_text()}|{files}|{tok_text}|{shard_tokens}".encode()).hexdigest()[:16]
     partial = shards_dir.with_name(shards_dir.name + ".partial")
     progress = partial / "progress.json"
     state = read_json(progress) if progress.is_file() else None

@@ -141,10 +141,13 @@ def folder_splits(root: Path) -> dict[str, str]:
 
 
 def _rel(path: Path, root: Path) -> str:
+    """The path as a document id: undecodable bytes in a file name (old archives) become \\xNN escapes,
+    so the id can always be written as UTF-8."""
     try:
-        return path.relative_to(root).as_posix()
+        rel = path.relative_to(root).as_posix()
     except ValueError:
-        return str(path)
+        rel = str(path)
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _sorted_entries(folder: Path, root: Path, report: SkipReport) -> list[os.DirEntry]:
