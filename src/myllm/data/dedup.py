@@ -23,6 +23,7 @@ Exact duplicates (same cleaned text) are grouped by a 64-bit hash of the text.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import zlib
 
@@ -80,8 +81,6 @@ class MinHasher:
 
 def text_key(text: str) -> int:
     """64-bit key of a cleaned text for exact dedup (blake2b, so equal keys mean equal texts in practice)."""
-    import hashlib
-
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
 
 

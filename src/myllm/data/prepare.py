@@ -190,7 +190,8 @@ def _tally(stats: dict[str, Any], r: dict[str, Any]) -> None:
 
 
 def _length_bin(n: int) -> int:
-    return min(max(int(np.searchsorted(LENGTH_BINS, n, side="right")) - 1, 0), len(LENGTH_BINS) - 2)
+    """Index of the LENGTH_BINS bin holding n bytes: [0, 16) is bin 0, [2^k, 2^(k+1)) is bin k - 3."""
+    return min(max(n.bit_length() - 4, 0), len(LENGTH_BINS) - 2)
 
 
 # ------------------------------------------------------------------ the pipeline

@@ -64,19 +64,20 @@ def build_report(run_dir: Path) -> str:
     lines += _table("Files and lines skipped", m.get("skipped", {}))
     if m.get("skipped_examples"):
         lines += ["First examples:", ""] + [f"- `{e}`" for e in m["skipped_examples"]] + [""]
+    # Tokens per document, read from the shards once, for the table and the plot.
+    lengths = {s: token_lengths(run_dir / "shards", s) for s in index["splits"]} if index is not None else {}
     lines += ["## Splits", "", "| split | documents | bytes | tokens | bytes/token | median tokens/doc |",
               "|---|---:|---:|---:|---:|---:|"]
     for split, v in m["splits"].items():
         tokens = bpt = median = "-"
-        if index is not None and split in index["splits"]:
+        if split in lengths:
             t = index["splits"][split]["tokens"]
-            lengths = token_lengths(run_dir / "shards", split)
             tokens = f"{t:,}"
             bpt = f"{v['bytes'] / max(t - v['documents'], 1):.2f}"  # BOS tokens carry no text
-            median = f"{int(np.median(lengths)):,}" if len(lengths) else "-"
+            median = f"{int(np.median(lengths[split])):,}" if len(lengths[split]) else "-"
         lines.append(f"| {split} | {v['documents']:,} | {_mb(v['bytes'])} | {tokens} | {bpt} | {median} |")
     lines += ["", f"Split by {m.get('split_by', 'generator')}; seed {m.get('split_seed', '-')}.", ""]
-    plots = write_plots(run_dir, m, index)
+    plots = write_plots(run_dir, m, lengths)
     if plots:
         lines += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
     return "\n".join(lines)
@@ -89,7 +90,7 @@ def _table(title: str, counts: dict[str, int]) -> list[str]:
     return [f"## {title}", "", "| | count |", "|---|---:|", *rows, ""]
 
 
-def write_plots(run_dir: Path, m: dict[str, Any], index: dict[str, Any] | None) -> list[Path]:
+def write_plots(run_dir: Path, m: dict[str, Any], lengths: dict[str, np.ndarray]) -> list[Path]:
     """steps.png (documents and bytes after each step) and lengths.png (document-length histograms)."""
     import matplotlib
 
@@ -124,12 +125,11 @@ def write_plots(run_dir: Path, m: dict[str, Any], index: dict[str, Any] | None) 
         axes[0].legend()
     axes[0].set_xlabel("document length (bytes)")
     axes[0].set_ylabel("documents")
-    if index is not None:
-        for split in index["splits"]:
-            lengths = token_lengths(run_dir / "shards", split)
-            if len(lengths):
-                bins = np.unique(np.geomspace(1, max(lengths.max(), 2), 40).astype(int))
-                axes[1].hist(lengths, bins=bins, histtype="step", label=split)
+    if lengths:
+        for split, split_lengths in lengths.items():
+            if len(split_lengths):
+                bins = np.unique(np.geomspace(1, max(split_lengths.max(), 2), 40).astype(int))
+                axes[1].hist(split_lengths, bins=bins, histtype="step", label=split)
         axes[1].set_xscale("log")
         axes[1].legend()
     axes[1].set_xlabel("document length (tokens, with BOS)")
