@@ -30,6 +30,23 @@ def test_quick_run_reports_every_figure(quick_summary):
     assert len(universe["probes"]) >= 60 * 5
 
 
+def test_quick_run_post_trains_and_evaluates_every_stage(quick_summary):
+    out, s = quick_summary
+    assert list(s["stages"]) == ["base", "sft", "dpo", "grpo"]
+    for name, m in s["stages"].items():
+        assert {"fact_qa_acc", "arith_acc", "rejected_rate", "val_bpb"} <= set(m), name
+        assert all(0 <= m[k] <= 1 for k in ("fact_qa_acc", "arith_acc", "rejected_rate"))
+    for stage in ("sft", "dpo", "grpo"):
+        assert json.loads((out / "evals" / f"{stage}.json").read_text())["val_bpb"] == s["stages"][stage]["val_bpb"]
+        assert (out / "tasks" / f"{stage}.jsonl").is_file()
+    assert "chat_template" in json.loads((out / "tokenizer" / "tokenizer_config.json").read_text())
+    # GRPO starts from DPO, DPO from SFT, SFT from pretraining.
+    from myllm.train.checkpoint import latest_checkpoint, read_state
+
+    bases = {st: read_state(latest_checkpoint(out / "checkpoints" / st))["base"] for st in ("sft", "dpo", "grpo")}
+    assert [b.split("/")[1] for b in bases.values()] == ["pretrain", "sft", "dpo"]
+
+
 def test_default_run_sees_every_training_book_at_least_once(tmp_path):
     out = tmp_path / "run"
     cfg = prepare_run_dir(out, "default", None, [], None, None)

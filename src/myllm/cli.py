@@ -89,6 +89,79 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_post(a: argparse.Namespace) -> int:
+    """`myllm sft|dpo|grpo --run DIR`: train the stage, then evaluate it like `myllm run` does."""
+    import time
+
+    from myllm.config import dump_config
+    from myllm.evals.stages import format_stages
+    from myllm.io import atomic_write_text
+    from myllm.run import RunState, fingerprints, load_run, stage_post
+
+    out, stage = Path(a.run), a.command
+    extra = [f"{stage}.enabled=true"]
+    if a.data:
+        extra.append(f"{stage}.data={Path(a.data).resolve()}")
+    for flag in ("lora_rank", "lora_alpha", "lora_targets", "max_steps", "lr"):
+        if getattr(a, flag) is not None:
+            extra.append(f"{stage}.{flag}={getattr(a, flag)}")
+    cfg = load_run(out, extra + a.overrides)
+    atomic_write_text(out / "config.toml", dump_config(cfg))
+    t0 = time.perf_counter()
+    metrics = stage_post(out, cfg, stage, show_progress=not a.no_progress, restart=a.restart)
+    RunState.load(out).mark(stage, fingerprints(cfg)[stage], time.perf_counter() - t0)
+    print(format_stages({stage: metrics}))
+    print(f"evaluation: {out / 'evals' / (stage + '.json')}")
+    return 0
+
+
+def cmd_chat(a: argparse.Namespace) -> int:
+    from myllm.infer.chat_repl import ChatSession, repl
+    from myllm.run import load_run
+    from myllm.tokenizer import Tokenizer
+    from myllm.train.checkpoint import latest_checkpoint, load_model
+    from myllm.train.post import final_model_checkpoint
+
+    out = Path(a.run)
+    cfg = load_run(out)
+    if a.checkpoint:
+        path = Path(a.checkpoint)
+    elif a.stage:
+        path = latest_checkpoint(out / "checkpoints" / a.stage)
+        if path is None:
+            raise MyLLMError(f"{out} has no {a.stage} checkpoint; train it (`myllm {a.stage} --run {out}`) "
+                             "or pick another --stage")
+    else:
+        path = final_model_checkpoint(out)
+    model = load_model(path)
+    tok = Tokenizer.load(out / "tokenizer" / "tokenizer.json")
+    print(f"model: {path}")
+    repl(ChatSession(model, tok, _sampling(a, cfg, tok), a.system or ""))
+    return 0
+
+
+def _sampling(a: argparse.Namespace, cfg, tok):
+    from myllm.infer.engine import SamplingParams
+
+    s = cfg.sample
+    return SamplingParams(
+        max_new_tokens=a.max_new_tokens if a.max_new_tokens is not None else s.max_new_tokens,
+        temperature=a.temperature if a.temperature is not None else s.temperature,
+        top_k=a.top_k if a.top_k is not None else s.top_k,
+        top_p=a.top_p if a.top_p is not None else s.top_p,
+        stop_ids=(tok.bos_id, tok.eos_id),
+        seed=a.seed if a.seed is not None else s.seed,
+    )
+
+
+def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--temperature", type=float, help="0 = greedy")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--seed", type=int)
+
+
 def cmd_eval(a: argparse.Namespace) -> int:
     from myllm.evals.summary import evaluate_run, format_summary
     from myllm.run import load_run, run_stage
@@ -109,7 +182,7 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 def cmd_generate(a: argparse.Namespace) -> int:
     from myllm.evals.summary import final_checkpoint
-    from myllm.infer.engine import SamplingParams, stream
+    from myllm.infer.engine import stream
     from myllm.run import load_run
     from myllm.tokenizer import Tokenizer
     from myllm.train.checkpoint import load_model
@@ -118,15 +191,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
     cfg = load_run(out)
     model = load_model(Path(a.checkpoint) if a.checkpoint else final_checkpoint(out))
     tok = Tokenizer.load(out / "tokenizer" / "tokenizer.json")
-    s = cfg.sample
-    params = SamplingParams(
-        max_new_tokens=a.max_new_tokens if a.max_new_tokens is not None else s.max_new_tokens,
-        temperature=a.temperature if a.temperature is not None else s.temperature,
-        top_k=a.top_k if a.top_k is not None else s.top_k,
-        top_p=a.top_p if a.top_p is not None else s.top_p,
-        stop_ids=(tok.bos_id, tok.eos_id),
-        seed=a.seed if a.seed is not None else s.seed,
-    )
+    params = _sampling(a, cfg, tok)
     sys.stdout.write(a.prompt)
     ids: list[int] = []
     printed = ""
@@ -228,12 +293,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True)
     p.add_argument("--prompt", default="")
     p.add_argument("--checkpoint", help="a checkpoints/<stage>/step-* directory (default: the final pretrain one)")
-    p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--temperature", type=float, help="0 = greedy")
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--top-p", type=float)
-    p.add_argument("--seed", type=int)
+    _add_sampling_flags(p)
     p.set_defaults(func=cmd_generate)
+
+    helps = {"sft": "supervised fine-tuning on chats (loss on assistant tokens only)",
+             "dpo": "direct preference optimization on (prompt, chosen, rejected) pairs",
+             "grpo": "group-relative policy optimization with verifiable rewards"}
+    for stage, text in helps.items():
+        p = sub.add_parser(stage, help=text)
+        p.add_argument("--run", required=True, help="run directory (with a pretrained model)")
+        p.add_argument("--data", help="JSONL file (default: generated from the built-in universe)")
+        p.add_argument("--lora-rank", type=int, help="train rank-r LoRA adapters only (0 = full fine-tuning)")
+        p.add_argument("--lora-alpha", type=float)
+        p.add_argument("--lora-targets", help="comma-separated, e.g. q_proj,v_proj (default: q,k,v,o)")
+        p.add_argument("--max-steps", type=int)
+        p.add_argument("--lr", type=float)
+        p.add_argument("--restart", action="store_true", help="discard this stage's checkpoints and start over")
+        p.add_argument("--no-progress", action="store_true")
+        _add_config_flags(p)
+        p.set_defaults(func=cmd_post)
+
+    p = sub.add_parser("chat", help="chat with a run's model in the terminal (/reset, /system, /quit)")
+    p.add_argument("--run", required=True)
+    p.add_argument("--stage", choices=["pretrain", "sft", "dpo", "grpo"],
+                   help="whose model (default: the last trained stage)")
+    p.add_argument("--checkpoint", help="a checkpoints/<stage>/step-* directory")
+    p.add_argument("--system", help="system prompt")
+    _add_sampling_flags(p)
+    p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("plan", help="parameters, training FLOPs/time/cost/memory and inference costs of a model shape")
     p.add_argument("--preset", default="small")

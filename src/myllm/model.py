@@ -87,7 +87,7 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
 
-    def forward(self, x, cos, sin, cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
+    def forward(self, x, cos, sin, cache: KVCache | None = None, start: int = 0, mask=None) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
@@ -104,7 +104,9 @@ class Attention(nn.Module):
             # its fast kernels on every backend; the cache itself stays small.
             rep = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        if start == 0:
+        if mask is not None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # packed sequences (see segment_mask)
+        elif start == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         elif T == 1:
             y = F.scaled_dot_product_attention(q, k, v)  # one new token sees every cached one
@@ -134,9 +136,25 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, cache=None, start=0):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, start)
+    def forward(self, x, cos, sin, cache=None, start=0, mask=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, start, mask)
         return x + self.mlp(self.post_attention_layernorm(x))
+
+
+def segment_positions(segments: torch.Tensor) -> torch.Tensor:
+    """Each token's position within its segment: (B, T) ids like 0 0 0 1 1 -> 0 1 2 0 1."""
+    T = segments.shape[1]
+    index = torch.arange(T, device=segments.device).expand_as(segments)
+    first = torch.ones_like(segments, dtype=torch.bool)
+    first[:, 1:] = segments[:, 1:] != segments[:, :-1]
+    return index - torch.where(first, index, 0).cummax(dim=1).values
+
+
+def segment_mask(segments: torch.Tensor) -> torch.Tensor:
+    """(B, 1, T, T) attention mask: causal, and only within the same segment."""
+    T = segments.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=segments.device).tril()
+    return ((segments[:, :, None] == segments[:, None, :]) & causal).unsqueeze(1)
 
 
 class Transformer(nn.Module):
@@ -172,19 +190,28 @@ class Transformer(nn.Module):
         cache: KVCache | None = None,
         start: int = 0,
         reduction: str = "mean",
+        segments: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, V) or, with `targets`, the cross-entropy loss.
 
-        Targets equal to -100 are ignored (padding, or masked prompt tokens later on).
+        Targets equal to -100 are ignored (padding, or prompt tokens in fine-tuning).
         With `cache`, positions start at `start` and keys/values are read from and written to it.
+        With `segments` (B, T), a row packs several sequences (ids 0, 0, 0, 1, 1, ...): each
+        token attends only within its own sequence and its position restarts at 0, so a packed
+        row computes exactly what its sequences would compute one by one.
         """
         T = idx.shape[1]
         if start + T > self.cfg.context:
             raise ValueError(f"sequence of {start + T} tokens exceeds the model context {self.cfg.context}")
-        cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]
+        mask = None
+        if segments is None:
+            cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]
+        else:
+            pos, mask = segment_positions(segments), segment_mask(segments)
+            cos, sin = self.rope_cos[pos].unsqueeze(1), self.rope_sin[pos].unsqueeze(1)
         x = self.embed_tokens(idx)
         for layer in self.layers:
-            x = layer(x, cos, sin, cache, start)
+            x = layer(x, cos, sin, cache, start, mask)
         x = self.norm(x)
         logits = F.linear(x, self.embed_tokens.weight)
         if targets is None:

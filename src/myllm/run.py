@@ -1,6 +1,9 @@
 """`myllm run`: every stage, in order, into one run directory.
 
-    corpus -> tokenizer -> shards -> pretrain -> evaluate (summary.json)
+    corpus -> tokenizer -> shards -> pretrain -> evaluate (summary.json) -> sft -> dpo -> grpo
+
+Each post-training stage (skipped with `--set sft.enabled=false`, ...) trains from the stage
+before it and evaluates its model on held-out prompts (evals/<stage>.json).
 
 Each stage has a fingerprint: a hash of its own config section(s) and of the fingerprint of
 the stage before it (for a folder corpus, also of the files' names, sizes and mtimes). The
@@ -35,7 +38,8 @@ from myllm.errors import MyLLMError
 from myllm.io import atomic_write_json, atomic_write_text, read_json
 from myllm.train.checkpoint import latest_checkpoint, read_state
 
-STAGES = ("corpus", "tokenizer", "shards", "pretrain", "evaluate")
+STAGES = ("corpus", "tokenizer", "shards", "pretrain", "evaluate", "sft", "dpo", "grpo")
+POST_STAGES = ("sft", "dpo", "grpo")
 BUDGET_MAX_STEPS = 10**9  # with --time-budget, the clock (not a step count) ends training
 
 
@@ -69,6 +73,9 @@ def fingerprints(cfg: RunConfig) -> dict[str, str]:
     fp["shards"] = _hash(fp["tokenizer"], cfg.data.shard_tokens)  # workers/memory_mb change speed, not output
     fp["pretrain"] = _hash(fp["shards"], d["model"], d["train"])
     fp["evaluate"] = _hash(fp["pretrain"], d["sample"])
+    previous = fp["pretrain"]
+    for stage in POST_STAGES:  # each stage trains from the one before it
+        fp[stage] = previous = _hash(previous, d[stage], d["sample"]["seed"])
     return fp
 
 
@@ -131,11 +138,13 @@ def iter_texts(path: Path, every: int = 1):
 
 
 def stage_shards(run_dir: Path, cfg: RunConfig) -> None:
+    from myllm.chat import save_template
     from myllm.data.report import write_report
     from myllm.data.shards import write_shards
     from myllm.tokenizer import Tokenizer
 
     tok = Tokenizer.load(run_dir / "tokenizer" / "tokenizer.json")
+    save_template(run_dir / "tokenizer")
     write_shards(run_dir / "corpus", tok, run_dir / "shards", cfg.data.shard_tokens, threads=cfg.data.workers,
                  memory_mb=cfg.data.memory_mb)
     write_report(run_dir)
@@ -155,6 +164,32 @@ def stage_evaluate(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
     from myllm.evals.summary import evaluate_run
 
     return evaluate_run(run_dir, cfg)
+
+
+def post_stage_skip_reason(cfg: RunConfig, stage: str) -> str | None:
+    section = getattr(cfg, stage)
+    if not section.enabled:
+        return f"disabled ({stage}.enabled = false)"
+    if section.data == "universe" and cfg.data.source != "universe":
+        return f"no data: set {stage}.data to a JSONL file (the universe tasks are about the universe's world)"
+    return None
+
+
+def stage_post(run_dir: Path, cfg: RunConfig, stage: str, show_progress: bool = True,
+               log: Callable[[str], None] = print, restart: bool = False) -> dict[str, Any]:
+    """Train one post-training stage, then evaluate its model (evals/<stage>.json)."""
+    from myllm.evals.stages import stage_metrics, write_stage_eval
+    from myllm.train.checkpoint import load_model
+    from myllm.train.dpo import dpo
+    from myllm.train.grpo import grpo
+    from myllm.train.loop import resolve_device
+    from myllm.train.sft import sft
+
+    trainer = {"sft": sft, "dpo": dpo, "grpo": grpo}[stage]
+    result = trainer(run_dir, cfg, restart=restart, show_progress=show_progress, log=log)
+    metrics = stage_metrics(run_dir, cfg, load_model(result.checkpoint, resolve_device(cfg.train.device)))
+    write_stage_eval(run_dir, stage, metrics, result.checkpoint)
+    return metrics
 
 
 def prepare_run_dir(out: Path, preset: str, config_file: str | None, overrides: list[str], data: str | None,
@@ -207,10 +242,15 @@ def run(
         "shards": lambda: stage_shards(out, cfg),
         "pretrain": lambda: stage_pretrain(out, cfg, show_progress),
         "evaluate": lambda: stage_evaluate(out, cfg),
+        **{s: (lambda s=s: stage_post(out, cfg, s, show_progress, log)) for s in POST_STAGES},
     }
+    outputs.update({s: out / "evals" / f"{s}.json" for s in POST_STAGES})
     seconds: dict[str, float] = {}
     stale = False
     for stage in STAGES:
+        if stage in POST_STAGES and (reason := post_stage_skip_reason(cfg, stage)):
+            log(f"[{stage}] skipped: {reason}")
+            continue
         output = outputs.get(stage)
         up_to_date = not stale and state.done(stage, fps[stage]) and (output is None or output.exists())
         if stage == "pretrain" and up_to_date:
@@ -220,7 +260,7 @@ def run(
             log(f"[{stage}] up to date, skipped")
             seconds[stage] = 0.0
             continue
-        stale = True
+        stale = stale or stage != "evaluate"  # evaluation changes no later stage's input
         log(f"[{stage}] running")
         t0 = time.perf_counter()
         actions[stage]()
@@ -228,7 +268,13 @@ def run(
         state.mark(stage, fps[stage], seconds[stage])
         log(f"[{stage}] done in {seconds[stage]:.1f}s")
     summary = read_json(out / "summary.json")
-    summary["stage_seconds"] = {s: round(state.stages[s]["seconds"], 2) for s in STAGES}
+    ran = [s for s in STAGES if s in state.stages and not (s in POST_STAGES and post_stage_skip_reason(cfg, s))]
+    summary["stage_seconds"] = {s: round(state.stages[s]["seconds"], 2) for s in ran}
+    stages = {"base": summary.get("stages", {}).get("base", {})}
+    for s in POST_STAGES:
+        if s in ran and (out / "evals" / f"{s}.json").is_file():
+            stages[s] = {k: v for k, v in read_json(out / "evals" / f"{s}.json").items() if k != "checkpoint"}
+    summary["stages"] = stages
     summary["this_invocation_seconds"] = {s: round(v, 2) for s, v in seconds.items()}
     atomic_write_json(out / "summary.json", summary)
     from myllm.evals.report import write_run_report

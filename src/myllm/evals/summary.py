@@ -83,6 +83,9 @@ def evaluate_run(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
         result = probe_accuracy(model, tok, probes)
         summary["probe_accuracy"] = round(result["accuracy"], 4)
         summary["probe_accuracy_by_attribute"] = {k: round(v, 4) for k, v in result["by_attribute"].items()}
+    from myllm.evals.stages import stage_metrics
+
+    summary["stages"] = {"base": stage_metrics(run_dir, cfg, model, few_shot=True, val_bpb=summary.get("val_bpb"))}
     samples = []
     for i, prompt in enumerate(sample_prompts(run_dir, universe)):
         params = SamplingParams(max_new_tokens=cfg.sample.max_new_tokens, temperature=cfg.sample.temperature,
@@ -114,6 +117,11 @@ def format_summary(s: dict[str, Any]) -> str:
     for sample in s["samples"]:
         text = (sample["prompt"] + sample["completion"]).replace("\n", " / ")
         lines.append(f"sample     {text[:160]}")
+    if len(s.get("stages", {}).get("base", {})) > 1:
+        from myllm.evals.stages import format_stages
+
+        lines += ["", "stages (held-out prompts; rejected = sampled replies in the rejected style)",
+                  format_stages(s["stages"]), ""]
     if "stage_seconds" in s:
         lines.append("seconds    " + ", ".join(f"{k} {v:.1f}" for k, v in s["stage_seconds"].items()))
     return "\n".join(lines)

@@ -100,3 +100,64 @@ def generate_uncached(model: Transformer, prompt: list[int], params: SamplingPar
         out.append(tok)
         seq.append(tok)
     return out
+
+
+@torch.no_grad()
+def generate_group(model: Transformer, prompt: list[int], n: int, params: SamplingParams,
+                   generator: torch.Generator | None = None) -> list[list[int]]:
+    """`n` completions of one prompt, decoded together as a batch of n rows sharing one prefill.
+
+    Each completion ends with the stop id that ended it (kept, so a trainer can teach stopping),
+    or at `max_new_tokens`. GRPO samples its groups with this.
+    """
+    return _generate_rows(model, [prompt] * n, params, generator)
+
+
+@torch.no_grad()
+def generate_many(model: Transformer, prompts: list[list[int]], params: SamplingParams,
+                  batch_size: int = 64, generator: torch.Generator | None = None) -> list[list[int]]:
+    """Completions of many prompts (stop ids kept, as in `generate_group`), in input order.
+
+    Prompts of the same length are decoded together as one batch (no padding, so every row
+    computes exactly what it would alone); sampling is seeded once for the whole call.
+    """
+    device = model.embed_tokens.weight.device
+    if generator is None and params.seed is not None:
+        generator = torch.Generator(device=device).manual_seed(params.seed)
+    by_length: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_length.setdefault(len(p), []).append(i)
+    out: list[list[int]] = [[] for _ in prompts]
+    for _, members in sorted(by_length.items()):
+        for k in range(0, len(members), batch_size):
+            chunk = members[k : k + batch_size]
+            for i, completion in zip(chunk, _generate_rows(model, [prompts[i] for i in chunk], params, generator)):
+                out[i] = completion
+    return out
+
+
+def _generate_rows(model: Transformer, prompts: list[list[int]], params: SamplingParams,
+                   generator: torch.Generator | None) -> list[list[int]]:
+    """Decode a batch of prompts that all have the same length."""
+    device = model.embed_tokens.weight.device
+    n, length = len(prompts), len(prompts[0])
+    budget = min(params.max_new_tokens, model.cfg.context - length)
+    if not length or budget <= 0:
+        raise ValueError(f"a prompt of {length} tokens leaves no room to generate in context {model.cfg.context}")
+    if generator is None and params.seed is not None:
+        generator = torch.Generator(device=device).manual_seed(params.seed)
+    cache = KVCache.allocate(model.cfg, n, length + budget, device, model.embed_tokens.weight.dtype)
+    logits = model(torch.tensor(prompts, device=device), cache=cache, start=0)[:, -1]
+    out: list[list[int]] = [[] for _ in range(n)]
+    done = [False] * n
+    stops = set(params.stop_ids)
+    for pos in range(length, length + budget):
+        tokens = next_token(logits, params, generator)
+        for i, t in enumerate(tokens.tolist()):
+            if not done[i]:
+                out[i].append(t)
+                done[i] = t in stops
+        if all(done) or pos + 1 >= cache.max_len:
+            break
+        logits = model(tokens.view(n, 1), cache=cache, start=pos)[:, -1]
+    return out

@@ -1,6 +1,8 @@
 """Checkpoints: `checkpoints/<stage>/step-NNNNNN/{model.safetensors, optim.pt, state.json}`.
 
-- `model.safetensors`: the weights, the only file a user needs to share (never a pickle).
+- `model.safetensors`: the weights, the only file a user needs to share (never a pickle). A
+  stage that trains only some weights (LoRA adapters) saves only those; its `state.json`
+  names the checkpoint it started from (`base`), which holds the rest.
 - `optim.pt`: AdamW moments and RNG states, tensors only, read back with
   `torch.load(weights_only=True)` so loading cannot execute code.
 - `state.json`: step, tokens seen, elapsed seconds, the data loader's position, the model
@@ -39,7 +41,8 @@ def save_checkpoint(
 ) -> Path:
     path = root / f"step-{step:06d}"
     with atomic_dir(path) as tmp:
-        weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+        weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in frozen}
         save_file(weights, str(tmp / "model.safetensors"))
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
@@ -91,6 +94,8 @@ def check_compatible(path: Path, cfg: ModelConfig) -> None:
 def load_weights(path: Path, model: torch.nn.Module) -> None:
     weights = load_file(str(path / "model.safetensors"), device="cpu")
     missing, unexpected = model.load_state_dict(weights, strict=False)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    missing = [k for k in missing if k not in frozen]  # frozen weights come from the base checkpoint
     if missing or unexpected:
         raise MyLLMError(
             f"checkpoint {path} does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
@@ -113,7 +118,26 @@ def load_model(path: Path, device: str | torch.device = "cpu"):
 
     if not (path / "model.safetensors").is_file():
         raise MyLLMError(f"{path} is not a checkpoint (no model.safetensors); run pretraining first")
-    cfg = ModelConfig(**read_state(path)["model_config"])
-    model = Transformer(cfg)
+    state = read_state(path)
+    if state.get("lora"):
+        from myllm.train.lora import apply_lora, merge_lora
+
+        model = load_model(base_checkpoint(path), device)
+        apply_lora(model, **state["lora"])
+        load_weights(path, model)
+        return merge_lora(model).eval()
+    model = Transformer(ModelConfig(**state["model_config"]))
     load_weights(path, model)
     return model.to(device).eval()
+
+
+def base_checkpoint(path: Path) -> Path:
+    """The checkpoint a fine-tuning checkpoint started from (`state.json` "base", relative to the run)."""
+    base = read_state(path).get("base")
+    if not base:
+        raise MyLLMError(f"checkpoint {path} names no base checkpoint")
+    full = path.parents[2] / base  # <run>/checkpoints/<stage>/step-N -> <run>
+    if not (full / "model.safetensors").is_file():
+        raise MyLLMError(f"checkpoint {path} holds LoRA adapters for {full}, which is missing; "
+                         "restore it or re-run the stage that wrote it")
+    return full

@@ -92,17 +92,22 @@ def train(
     run_dir: Path,
     stage: str,
     batches: Batches,
-    loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
+    loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor | tuple[torch.Tensor, dict[str, float]]],
     tokens_in: Callable[[Any], int],
     evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
     fingerprint: str = "",
     resume: bool = False,
     show_progress: bool = True,
+    extra_state: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train `model` in place; returns where its final checkpoint is.
 
-    `loss_fn(model, batch)` returns the mean loss of one micro-batch; `tokens_in(batch)` the
-    number of tokens it trains on (for tok/s); `evaluate(model)` returns e.g. val loss and bpb.
+    `loss_fn(model, batch)` returns the mean loss of one micro-batch, or (loss, {name: value})
+    with stage metrics (reward, accuracy, KL, ...) that are averaged over the step's
+    micro-batches and logged beside the loss; `tokens_in(batch)` the number of tokens it trains
+    on (for tok/s); `evaluate(model)` returns e.g. val loss and bpb. Only parameters with
+    `requires_grad` are optimized and checkpointed (LoRA); `extra_state` goes into every
+    checkpoint's state.json (e.g. the base checkpoint and LoRA settings).
     """
     device = next(model.parameters()).device
     amp = autocast_dtype(device)
@@ -146,7 +151,7 @@ def train(
 
     def checkpoint(done: bool) -> Path:
         state = {"stage": stage, "tokens": tokens, "seconds": elapsed, "loader": batches.state_dict(),
-                 "fingerprint": fingerprint, "last_eval": last_eval, "done": done}
+                 "fingerprint": fingerprint, "last_eval": last_eval, "done": done, **(extra_state or {})}
         return save_checkpoint(ckpt_root, step, model, optimizer, state, cfg.keep_last)
 
     if resume and finished():
@@ -160,14 +165,17 @@ def train(
         lr = lr_at(step, budget_progress(), cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss_sum, step_tokens = 0.0, 0
+        loss_sum, step_tokens, extras = 0.0, 0, {}
         for _ in range(cfg.grad_accum):
             batch = batches.next_batch()
             with torch.autocast(device_type=device.type, dtype=amp, enabled=amp is not None):
-                loss = loss_fn(forward, batch)
+                out = loss_fn(forward, batch)
+            loss, more = out if isinstance(out, tuple) else (out, {})
             (loss / cfg.grad_accum).backward()
             loss_sum += loss.item()
             step_tokens += tokens_in(batch)
+            for k, v in more.items():
+                extras[k] = extras.get(k, 0.0) + float(v) / cfg.grad_accum
         loss_value = loss_sum / cfg.grad_accum
         if not math.isfinite(loss_value):
             raise MyLLMError(
@@ -183,7 +191,7 @@ def train(
         step, tokens, elapsed = step + 1, tokens + step_tokens, elapsed + dt
         record = {"stage": stage, "step": step, "loss": round(loss_value, 5), "lr": lr,
                   "grad_norm": round(grad_norm, 4), "tok_s": round(step_tokens / dt, 1), "tokens": tokens,
-                  "elapsed": round(elapsed, 3)}
+                  "elapsed": round(elapsed, 3), **{k: round(v, 5) for k, v in extras.items()}}
         if evaluate is not None and (step % cfg.eval_every == 0 or finished()):
             t_eval = time.perf_counter()
             last_eval = {f"val_{k}": v for k, v in evaluate(model).items() if k != "tokens"}

@@ -1,0 +1,196 @@
+"""What SFT, DPO and GRPO share: where a stage starts, where its data comes from, how it runs.
+
+- **Chain.** The stages run in the order sft -> dpo -> grpo. Each starts from the final
+  checkpoint of the latest earlier stage that has one (pretrain at the start of the chain),
+  and names it as `base` in its checkpoints' state.json.
+- **Data.** A section's `data` is a JSONL file, or "universe": then the stage writes its
+  records from the run's world to `tasks/<stage>.jsonl` first, so the data it trained on is in
+  the run directory for anyone to read.
+- **Run.** `run_post_stage` builds the model (optionally with LoRA adapters), restarts or
+  resumes the stage's checkpoints, and hands batches and loss to the shared training loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from myllm import universe, universe_tasks
+from myllm.chat import save_template
+from myllm.config import PostTrainConfig, RunConfig
+from myllm.errors import MyLLMError
+from myllm.io import atomic_open, read_json
+from myllm.tokenizer import Tokenizer
+from myllm.train.checkpoint import latest_checkpoint, load_model, read_state
+from myllm.train.loop import TrainResult, resolve_device, train
+from myllm.train.lora import apply_lora, parse_targets
+
+CHAIN = ("pretrain", "sft", "dpo", "grpo")
+
+
+def _finished(run_dir: Path, stage: str, cfg: RunConfig | None) -> Path | None:
+    if cfg is not None and stage != "pretrain" and not getattr(cfg, stage).enabled:
+        return None  # a disabled stage is passed over, whatever checkpoints it left
+    path = latest_checkpoint(run_dir / "checkpoints" / stage)
+    return path if path is not None and read_state(path).get("done", False) else None
+
+
+def start_checkpoint(run_dir: Path, stage: str, cfg: RunConfig | None = None) -> Path:
+    """The final checkpoint of the latest stage before `stage` in the chain that has one."""
+    for earlier in reversed(CHAIN[: CHAIN.index(stage)]):
+        if (path := _finished(run_dir, earlier, cfg)) is not None:
+            return path
+    raise MyLLMError(f"{stage} needs a pretrained model: no finished checkpoint in {run_dir / 'checkpoints'}; "
+                     f"run `myllm run --out {run_dir}` (or `myllm pretrain`) first")
+
+
+def final_model_checkpoint(run_dir: Path, cfg: RunConfig | None = None) -> Path:
+    """The model a run ends with: the last stage of the chain with a finished checkpoint."""
+    for stage in reversed(CHAIN):
+        if (path := _finished(run_dir, stage, cfg)) is not None:
+            return path
+    raise MyLLMError(f"{run_dir} has no trained model; run `myllm run --out {run_dir}` first")
+
+
+def load_world(run_dir: Path) -> universe.World:
+    path = run_dir / "corpus" / "universe.json"
+    if not path.is_file():
+        raise MyLLMError(f"{run_dir} was not trained on the built-in universe, so it has no universe tasks; "
+                         "pass your own data as a JSONL file (--data FILE)")
+    return universe.World.from_dict(read_json(path)["world"])
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+
+
+def universe_records(world: universe.World, stage: str, section: PostTrainConfig) -> list[dict]:
+    if stage == "sft":
+        return universe_tasks.sft_conversations(world, section.seed, section.examples)
+    if stage == "dpo":
+        return universe_tasks.preference_pairs(world, section.seed, section.examples)
+    return universe_tasks.grpo_prompts(world, section.seed, section.examples)
+
+
+def data_file(run_dir: Path, stage: str, section: PostTrainConfig) -> Path:
+    """The stage's JSONL: the configured file, or the universe records written into the run."""
+    if section.data != "universe":
+        return Path(section.data)
+    path = run_dir / "tasks" / f"{stage}.jsonl"
+    write_jsonl(path, universe_records(load_world(run_dir), stage, section))
+    return path
+
+
+def resume_key(cfg: RunConfig, stage: str, start: Path, data: Path) -> str:
+    """A stage's checkpoint may be resumed only with the same start, data and section."""
+    section = getattr(cfg, stage)
+    blob = json.dumps({"section": cfg.to_dict()[stage], "start": str(start), "model": cfg.to_dict()["model"],
+                       "data": hashlib.sha256(data.read_bytes()).hexdigest(), "seed": section.seed}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_post_stage(
+    run_dir: Path,
+    cfg: RunConfig,
+    stage: str,
+    make: Callable[[torch.nn.Module, Tokenizer, Path, torch.device], tuple[Any, Callable, Callable]],
+    data: str | None = None,
+    resume: bool = False,
+    restart: bool = False,
+    show_progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train one post-training stage. `make(model, tok, data_path, device)` returns
+    (batches, loss_fn, tokens_in) for the loop; it runs after the model is loaded and before
+    LoRA is applied, so it may copy the model as a frozen reference."""
+    run_dir = Path(run_dir)
+    section: PostTrainConfig = getattr(cfg, stage)
+    if data is not None:
+        section.data = str(data)
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
+    start = start_checkpoint(run_dir, stage, cfg)
+    tok = Tokenizer.load(run_dir / "tokenizer" / "tokenizer.json")
+    save_template(run_dir / "tokenizer")
+    path = data_file(run_dir, stage, section)
+    ckpt_root = run_dir / "checkpoints" / stage
+    fingerprint = resume_key(cfg, stage, start, path)
+    if restart or (resume is False and latest_checkpoint(ckpt_root) is not None
+                   and read_state(latest_checkpoint(ckpt_root)).get("fingerprint") != fingerprint):
+        shutil.rmtree(ckpt_root, ignore_errors=True)  # a different start, data or recipe: start over
+    elif latest_checkpoint(ckpt_root) is not None:
+        resume = True
+    torch.manual_seed(section.seed)
+    model = load_model(start, device).train()
+    batches, loss_fn, tokens_in = make(model, tok, path, device)
+    lora = None
+    if section.lora_rank > 0:
+        targets = parse_targets(section.lora_targets)
+        trainable = apply_lora(model, section.lora_rank, section.lora_alpha, targets)
+        total = sum(p.numel() for p in model.parameters())
+        log(f"{stage}: LoRA rank {section.lora_rank} on {', '.join(targets)}: {trainable:,} of {total:,} "
+            f"parameters train ({trainable / total:.2%}); AdamW state {trainable * 8 / 1e6:.2f} MB "
+            f"instead of {total * 8 / 1e6:.2f} MB")
+        lora = {"rank": section.lora_rank, "alpha": section.lora_alpha, "targets": list(targets)}
+    extra = {"base": str(start.relative_to(run_dir)), "lora": lora}
+    return train(model, section.train_config(cfg.train), run_dir, stage, batches, loss_fn, tokens_in,
+                 fingerprint=fingerprint, resume=resume, show_progress=show_progress, extra_state=extra)
+
+
+class Shuffled:
+    """Indices 0..n-1 in a fresh seeded order each epoch; the state is (epoch, position)."""
+
+    def __init__(self, n: int, seed: int):
+        if n <= 0:
+            raise MyLLMError("no usable training records (see the counts above); check the data file")
+        self.n, self.seed, self.epoch, self.pos = n, seed, 0, 0
+        self._order = self._make_order()
+
+    def _make_order(self) -> list[int]:
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch)).tolist()
+
+    def take(self, k: int) -> list[int]:
+        out = []
+        for _ in range(k):
+            if self.pos >= self.n:
+                self.epoch, self.pos = self.epoch + 1, 0
+                self._order = self._make_order()
+            out.append(self._order[self.pos])
+            self.pos += 1
+        return out
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.pos = state["epoch"], state["pos"]
+        self._order = self._make_order()
+
+
+def sequence_logprobs(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-token log p(ids[t] | ids[<t]) at positions where mask[t] (else 0): (B, T-1).
+
+    `mask` (B, T) marks the tokens to score (a response); position 0 is never scored.
+    """
+    logits = model(ids[:, :-1]).float()
+    targets = ids[:, 1:]
+    logp = -torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                              reduction="none").view_as(targets)
+    return logp * mask[:, 1:]
+
+
+def pad_rows(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
