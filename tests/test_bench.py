@@ -71,3 +71,17 @@ def test_data_bench_corpus_and_dedup_measurement(tmp_path, capsys):
     recall = float(out.split("recall at Jaccard >= 0.8: ")[1].split()[0])
     precision = float(out.split("precision: ")[1].split()[0])
     assert recall >= 0.95 and precision >= 0.99
+
+
+def test_lora_bench_counts_trainable_parameters_and_optimizer_state(capsys):
+    import json
+
+    lora = load("lora")
+    lora.child("nano", 4, 1)
+    lora_row = json.loads(capsys.readouterr().out)
+    lora.child("nano", 0, 1)
+    full_row = json.loads(capsys.readouterr().out)
+    assert full_row["trainable"] == full_row["total"] > lora_row["trainable"] > 0
+    # AdamW keeps two fp32 moments per trainable parameter (plus a step counter per tensor).
+    assert abs(full_row["optimizer_mb"] * 2**20 - 8 * full_row["total"]) < 1024
+    assert lora_row["optimizer_mb"] < 0.1 * full_row["optimizer_mb"]

@@ -135,11 +135,17 @@ def build_run_report(run_dir: Path) -> str:
     lines += ["## Corpus", "", *corpus_section(run_dir, summary), ""]
     lines += ["## Evaluation", "", "Bits per byte on held-out text (lower is better); floor = the source entropy "
               "of val where known, ratio = val bpb / floor. Later stages add rows via `evals/<stage>.json`.", "",
-              "| stage | val bpb | test bpb | floor | ratio | probe accuracy |", "|---|---:|---:|---:|---:|---:|"]
+              "Chat columns are on held-out prompts (the base model asked few-shot): fact-QA and arithmetic "
+              "accuracy, and the share of sampled replies in the rejected (rambling) style.", "",
+              "| stage | val bpb | test bpb | floor | ratio | probe accuracy | fact QA | arithmetic | rejected style |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    base_chat = summary.get("stages", {}).get("base", {})
     for r in evaluation_rows(run_dir, summary):
+        chat = base_chat if r["name"].startswith("base") else r
+        pct = ["-" if chat.get(k) is None else f"{chat[k]:.1%}" for k in ("fact_qa_acc", "arith_acc", "rejected_rate")]
         acc = "-" if r.get("probe_accuracy") is None else f"{r['probe_accuracy']:.1%}"
         lines.append(f"| {r['name']} | {_fmt(r.get('val_bpb'))} | {_fmt(r.get('test_bpb'))} | "
-                     f"{_fmt(r.get('floor_val_bpb'))} | {_fmt(r.get('ratio'), 3)} | {acc} |")
+                     f"{_fmt(r.get('floor_val_bpb'))} | {_fmt(r.get('ratio'), 3)} | {acc} | {' | '.join(pct)} |")
     lines += ["", "## Samples", "", "| prompt | completion |", "|---|---|"]
     lines += [f"| {_cell(s['prompt']) or '(empty)'} | {_cell(s['completion'])} |" for s in summary.get("samples", [])]
     plots = write_run_plots(run_dir, read_metrics(run_dir), summary)
