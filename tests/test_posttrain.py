@@ -185,10 +185,10 @@ def test_lora_stage_trains_and_saves_only_adapters(run_dir, tmp_path):
 
 
 # --- DPO ----------------------------------------------------------------------------------
-def test_dpo_loss_starts_at_log_2_and_prefers_chosen(tok):
+def test_dpo_loss_starts_at_log_2_and_prefers_chosen(tok, tmp_path):
     model = small_model(tok)
     pairs = [{"prompt": "Where does Mira live?", "chosen": "Oakridge.", "rejected": "Well, who knows, really."}]
-    path = write_jsonl_tmp(pairs)
+    path = write_jsonl(tmp_path / "pairs.jsonl", pairs)
     loaded = load_pairs(path, tok, 64, log=lambda _: None)
     from myllm.train.dpo import add_reference_logprobs
 
@@ -202,13 +202,6 @@ def test_dpo_loss_starts_at_log_2_and_prefers_chosen(tok):
             p -= 1.0 * p.grad
     _, after = dpo_loss(model, loaded, 0.1, tok.pad_id, "cpu")
     assert after["reward_margin"] > 0 and after["pref_accuracy"] == 1.0
-
-
-def write_jsonl_tmp(records):
-    import tempfile
-    from pathlib import Path
-
-    return write_jsonl(Path(tempfile.mkdtemp()) / "pairs.jsonl", records)
 
 
 def test_dpo_skips_identical_pairs_and_runs(run_dir, tmp_path, tok):

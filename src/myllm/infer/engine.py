@@ -103,20 +103,10 @@ def generate_uncached(model: Transformer, prompt: list[int], params: SamplingPar
 
 
 @torch.no_grad()
-def generate_group(model: Transformer, prompt: list[int], n: int, params: SamplingParams,
-                   generator: torch.Generator | None = None) -> list[list[int]]:
-    """`n` completions of one prompt, decoded together as a batch of n rows sharing one prefill.
-
-    Each completion ends with the stop id that ended it (kept, so a trainer can teach stopping),
-    or at `max_new_tokens`. GRPO samples its groups with this.
-    """
-    return _generate_rows(model, [prompt] * n, params, generator)
-
-
-@torch.no_grad()
 def generate_many(model: Transformer, prompts: list[list[int]], params: SamplingParams,
                   batch_size: int = 64, generator: torch.Generator | None = None) -> list[list[int]]:
-    """Completions of many prompts (stop ids kept, as in `generate_group`), in input order.
+    """Completions of many prompts, in input order. Each ends with the stop id that ended it (kept,
+    so a trainer can teach stopping) or at `max_new_tokens`; GRPO samples its groups with this.
 
     Prompts of the same length are decoded together as one batch (no padding, so every row
     computes exactly what it would alone); sampling is seeded once for the whole call.

@@ -116,7 +116,7 @@ def dpo_loss(model: torch.nn.Module, batch: list[dict], beta: float, pad_id: int
                   "reward_margin": margin.mean().item(), "pref_accuracy": (margin > 0).float().mean().item()}
 
 
-def dpo(run_dir: Path, cfg: RunConfig, data: str | None = None, resume: bool = False, restart: bool = False,
+def dpo(run_dir: Path, cfg: RunConfig, data: str | None = None, restart: bool = False,
         show_progress: bool = True, log=print) -> TrainResult:
     def make(model, tok, path, device):
         pairs = load_pairs(path, tok, cfg.seq_len, log)
@@ -125,4 +125,4 @@ def dpo(run_dir: Path, cfg: RunConfig, data: str | None = None, resume: bool = F
         loss = lambda m, b: dpo_loss(m, b, cfg.dpo.beta, tok.pad_id, device)  # noqa: E731
         return batches, loss, lambda b: sum(len(p["chosen"]) + len(p["rejected"]) for p in b)
 
-    return run_post_stage(run_dir, cfg, "dpo", make, data, resume, restart, show_progress, log)
+    return run_post_stage(run_dir, cfg, "dpo", make, data, restart, show_progress, log)

@@ -140,7 +140,7 @@ def grpo_loss(model: torch.nn.Module, batch: dict[str, Any], cfg: GRPOConfig) ->
     return loss, {**batch["stats"], "kl": ((kl * mask).sum() / tokens).item()}
 
 
-def grpo(run_dir: Path, cfg: RunConfig, data: str | None = None, resume: bool = False, restart: bool = False,
+def grpo(run_dir: Path, cfg: RunConfig, data: str | None = None, restart: bool = False,
          show_progress: bool = True, log=print) -> TrainResult:
     def make(model, tok, path, device):
         prompts = load_prompts(path, tok, model.cfg.context - cfg.grpo.max_new_tokens, log)
@@ -148,4 +148,4 @@ def grpo(run_dir: Path, cfg: RunConfig, data: str | None = None, resume: bool = 
         batches = Rollouts(model, reference, tok, prompts, cfg.grpo, device, log)
         return batches, lambda m, b: grpo_loss(m, b, cfg.grpo), lambda b: int(b["mask"].sum())
 
-    return run_post_stage(run_dir, cfg, "grpo", make, data, resume, restart, show_progress, log)
+    return run_post_stage(run_dir, cfg, "grpo", make, data, restart, show_progress, log)

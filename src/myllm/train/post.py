@@ -103,7 +103,6 @@ def run_post_stage(
     stage: str,
     make: Callable[[torch.nn.Module, Tokenizer, Path, torch.device], tuple[Any, Callable, Callable]],
     data: str | None = None,
-    resume: bool = False,
     restart: bool = False,
     show_progress: bool = True,
     log: Callable[[str], None] = print,
@@ -124,11 +123,10 @@ def run_post_stage(
     path = data_file(run_dir, stage, section)
     ckpt_root = run_dir / "checkpoints" / stage
     fingerprint = resume_key(cfg, stage, start, path)
-    if restart or (resume is False and latest_checkpoint(ckpt_root) is not None
-                   and read_state(latest_checkpoint(ckpt_root)).get("fingerprint") != fingerprint):
+    latest = latest_checkpoint(ckpt_root)
+    if restart or (latest is not None and read_state(latest).get("fingerprint") != fingerprint):
         shutil.rmtree(ckpt_root, ignore_errors=True)  # a different start, data or recipe: start over
-    elif latest_checkpoint(ckpt_root) is not None:
-        resume = True
+    resume = latest_checkpoint(ckpt_root) is not None  # same start, data and recipe: continue
     torch.manual_seed(section.seed)
     model = load_model(start, device).train()
     batches, loss_fn, tokens_in = make(model, tok, path, device)

@@ -110,7 +110,7 @@ def sft_loss(model: torch.nn.Module, batch, device: torch.device) -> torch.Tenso
     return model(x, y, segments=seg)  # mean cross-entropy over assistant tokens
 
 
-def sft(run_dir: Path, cfg: RunConfig, data: str | None = None, resume: bool = False, restart: bool = False,
+def sft(run_dir: Path, cfg: RunConfig, data: str | None = None, restart: bool = False,
         show_progress: bool = True, log=print) -> TrainResult:
     seq_len = cfg.seq_len
 
@@ -119,4 +119,4 @@ def sft(run_dir: Path, cfg: RunConfig, data: str | None = None, resume: bool = F
         batches = PackedBatches(examples, cfg.sft.batch_size, seq_len, cfg.sft.seed, tok.pad_id)
         return (batches, lambda m, b: sft_loss(m, b, device), lambda b: b[0].numel())
 
-    return run_post_stage(run_dir, cfg, "sft", make, data, resume, restart, show_progress, log)
+    return run_post_stage(run_dir, cfg, "sft", make, data, restart, show_progress, log)
