@@ -10,7 +10,9 @@ import torch
 from conftest import TINY
 from myllm.chat import render
 from myllm.config import ModelConfig, resolve_config
+from myllm.data.shards import ShardReader
 from myllm.errors import MyLLMError
+from myllm.evals.bpb import evaluate_bpb
 from myllm.evals.verifiers import VERIFIERS, get_verifier, register
 from myllm.model import Transformer
 from myllm.run import load_run
@@ -134,12 +136,38 @@ def test_packed_batches_resume_exactly(tok):
 def test_sft_run_learns_the_replies(run_dir, tmp_path):
     data = write_jsonl(tmp_path / "chats.jsonl", [chat(f"Say {w}.", f"{w} {w}.") for w in
                                                    ("apple", "river", "stone", "cloud")] * 20)
-    cfg = load_run(run_dir, ["sft.max_steps=30", "sft.batch_size=4", "sft.lr=3e-3"])
+    cfg = load_run(run_dir, ["sft.max_steps=30", "sft.batch_size=4", "sft.lr=3e-3", "sft.text_rows=0"])
     result = sft(run_dir, cfg, data=str(data), show_progress=False, log=lambda _: None)
     losses = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
               if json.loads(line)["stage"] == "sft"]
     assert len(losses) == 30 and sum(losses[-5:]) < 0.5 * sum(losses[:5])
     assert read_state(result.checkpoint)["base"].startswith("checkpoints/pretrain/")
+
+
+def test_text_rows_keep_the_book_text_that_chat_only_sft_forgets(run_dir, tmp_path):
+    data = write_jsonl(tmp_path / "chats.jsonl", [chat(f"Say {w}.", f"{w} {w}.") for w in
+                                                   ("apple", "river", "stone", "cloud")] * 20)
+    index = json.loads((run_dir / "shards" / "index.json").read_text())
+    val = ShardReader(run_dir / "shards", "val")
+
+    def val_bpb_after(text_rows: int) -> float:
+        cfg = load_run(run_dir, ["sft.max_steps=30", "sft.batch_size=4", "sft.lr=3e-3", f"sft.text_rows={text_rows}"])
+        result = sft(run_dir, cfg, data=str(data), restart=True, show_progress=False, log=lambda _: None)
+        model = load_model(result.checkpoint).eval()
+        return evaluate_bpb(model, val, index["splits"]["val"]["bytes"], 4, 64, None, torch.device("cpu"))["bpb"]
+
+    chat_only, mixed = val_bpb_after(0), val_bpb_after(2)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in records if r["stage"] == "sft"][-1]
+    assert last["loss"] == pytest.approx(last["chat_loss"] + last["text_loss"], rel=1e-4)
+    assert mixed < chat_only
+
+
+def test_text_rows_need_shards(run_dir, tmp_path):
+    data = write_jsonl(tmp_path / "chats.jsonl", [chat("Hi.", "Hello.")] * 4)
+    shutil.rmtree(run_dir / "shards")
+    with pytest.raises(MyLLMError, match="sft.text_rows=0"):
+        sft(run_dir, load_run(run_dir, ["sft.max_steps=2"]), data=str(data), show_progress=False, log=lambda _: None)
 
 
 # --- LoRA ---------------------------------------------------------------------------------

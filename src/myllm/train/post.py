@@ -77,7 +77,7 @@ def universe_records(world: universe.World, stage: str, section: PostTrainConfig
         return universe_tasks.sft_conversations(world, section.seed, section.examples)
     if stage == "dpo":
         return universe_tasks.preference_pairs(world, section.seed, section.examples)
-    return universe_tasks.grpo_prompts(world, section.seed, section.examples)
+    return universe_tasks.grpo_prompts(world, section.seed, section.examples, section.fact_fraction)
 
 
 def data_file(run_dir: Path, stage: str, section: PostTrainConfig) -> Path:
