@@ -206,6 +206,15 @@ def cmd_generate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(a: argparse.Namespace) -> int:
+    from myllm.serve.server import serve
+
+    if a.max_batch < 1:
+        raise MyLLMError(f"--max-batch must be at least 1, got {a.max_batch}")
+    serve(Path(a.run_dir), stage=a.stage, host=a.host, port=a.port, api_key=a.api_key, max_batch=a.max_batch)
+    return 0
+
+
 def cmd_plan(a: argparse.Namespace) -> int:
     import dataclasses
 
@@ -321,6 +330,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", help="system prompt")
     _add_sampling_flags(p)
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("serve", help="OpenAI-compatible API (/v1/...) and a web chat page (/) for a run's model")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory")
+    p.add_argument("--stage", choices=["pretrain", "sft", "dpo", "grpo"],
+                   help="whose model (default: the last trained stage)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 routes")
+    p.add_argument("--max-batch", type=int, default=32,
+                   help="sequences decoded together (KV-cache slots, preallocated at the full context)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("plan", help="parameters, training FLOPs/time/cost/memory and inference costs of a model shape")
     p.add_argument("--preset", default="small")

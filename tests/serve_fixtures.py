@@ -1,0 +1,26 @@
+"""A run directory with a small model checkpoint and a live server on 127.0.0.1, for the serving tests."""
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from myllm.config import ModelConfig
+from myllm.model import Transformer
+from myllm.tokenizer import Tokenizer
+from myllm.train.checkpoint import save_checkpoint
+
+
+def make_served_run(tiny_data: Path, out: Path, context: int = 1024) -> Path:
+    """Copy the tiny run and give it a finished pretrain checkpoint of a small random model.
+
+    The context is long so that a reply can outlast a client (the disconnect test); the weights
+    are random, which is all the protocol tests need (they compare against the library engine).
+    """
+    shutil.copytree(tiny_data, out)
+    tok = Tokenizer.load(out / "tokenizer" / "tokenizer.json")
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=2, n_kv_heads=1,
+                                    d_ff=64, context=context))
+    save_checkpoint(out / "checkpoints" / "pretrain", 1, model, None, {"done": True}, keep_last=1)
+    return out
