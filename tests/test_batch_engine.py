@@ -148,7 +148,7 @@ def test_penalties_break_greedy_loops(model):
 class CharTok:
     """One token per character (ids = code points), enough to test text-level stopping."""
 
-    def decode(self, ids):
+    def decode(self, ids, skip_special=False):
         return "".join(map(chr, ids))
 
 

@@ -50,7 +50,7 @@ def client(server):
 def greedy_text(loaded, prompt: list[int], max_tokens: int, stop_ids=()) -> tuple[str, int]:
     model, tok = loaded
     ids = generate(model, prompt, SamplingParams(max_new_tokens=max_tokens, temperature=0, stop_ids=stop_ids))
-    return tok.decode(ids), len(ids)
+    return tok.decode(ids, skip_special=True), len(ids)
 
 
 def idle(server, timeout: float = 10.0) -> dict:

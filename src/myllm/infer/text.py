@@ -22,8 +22,8 @@ from myllm.tokenizer import Tokenizer
 
 
 class TextStream:
-    def __init__(self, tok: Tokenizer, stop: tuple[str, ...] = ()):
-        self.tok, self.stop = tok, tuple(s for s in stop if s)
+    def __init__(self, tok: Tokenizer, stop: tuple[str, ...] = (), skip_special: bool = False):
+        self.tok, self.stop, self.skip_special = tok, tuple(s for s in stop if s), skip_special
         self.ids: list[int] = []
         self.text = ""  # everything decoded so far (up to the stop string, once one is found)
         self.sent = 0  # characters of `text` already released
@@ -44,7 +44,7 @@ class TextStream:
         if self.stopped:
             return ""
         self.ids.append(token)
-        text = self.tok.decode(self.ids)
+        text = self.tok.decode(self.ids, skip_special=self.skip_special)
         if text.endswith("\ufffd"):
             return ""  # wait for the rest of a multi-byte character
         cut = min((i for i in (text.find(s, max(self.sent - len(s), 0)) for s in self.stop) if i >= 0), default=-1)

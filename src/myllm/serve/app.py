@@ -78,7 +78,8 @@ class Service:
         """(choice, text piece, finish reason or None) as tokens arrive; `counts` gets tokens per choice."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[int, int | None]] = asyncio.Queue()
-        streams = [TextStream(self.tok, p.stop) for p in plist]
+        # Special tokens (<|assistant|> from a confused model) are not text: skipped, as vLLM does.
+        streams = [TextStream(self.tok, p.stop, skip_special=True) for p in plist]
         seqs = []
         try:
             for i, p in enumerate(plist):
