@@ -211,7 +211,8 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
     if a.max_batch < 1:
         raise MyLLMError(f"--max-batch must be at least 1, got {a.max_batch}")
-    serve(Path(a.run_dir), stage=a.stage, host=a.host, port=a.port, api_key=a.api_key, max_batch=a.max_batch)
+    serve(Path(a.run_dir), stage=a.stage, host=a.host, port=a.port, api_key=a.api_key, max_batch=a.max_batch,
+          threads=a.threads)
     return 0
 
 
@@ -340,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 routes")
     p.add_argument("--max-batch", type=int, default=32,
                    help="sequences decoded together (KV-cache slots, preallocated at the full context)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="PyTorch CPU threads (default: PyTorch's choice; 1 is fastest for small models)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("plan", help="parameters, training FLOPs/time/cost/memory and inference costs of a model shape")
