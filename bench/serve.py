@@ -42,6 +42,12 @@ def questions(run: Path, n: int) -> list[str]:
     return found[:n] or [f"Tell me about town number {i}." for i in range(n)]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
@@ -113,8 +119,10 @@ def main() -> None:
                     raise SystemExit("the server did not start") from None
                 time.sleep(0.2)
         model = health["model"]
+        server_cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
         out = asyncio.run(load(url, model, a.chats, a.turns, a.max_tokens, questions(run, a.chats * a.turns)))
         after = httpx.get(url + "/health").json()
+        server_cpu, client_cpu = cpu_seconds(server.pid) - server_cpu, time.process_time() - client_cpu
     finally:
         server.terminate()
         server.wait(10)
@@ -132,6 +140,8 @@ def main() -> None:
         print(f"time to first token: p50 {p50:.0f} ms, p95 {p95:.0f} ms")
         print(f"throughput: {tokens} tokens in {out['wall']:.2f} s = {tokens / out['wall']:.0f} tok/s generated "
               f"(all chats together); per reply decode {statistics.median(tps) if tps else 0:.0f} tok/s median")
+    print(f"CPU time during the run: server {server_cpu:.2f} s, clients {client_cpu:.2f} s "
+          f"(wall {out['wall']:.2f} s; the rest of the machine's load is other processes)")
     print(f"engine: up to {after['max_active']} sequences in one decode step; {after['active']} active and "
           f"{after['free_slots']}/{after['slots']} slots free at the end")
 

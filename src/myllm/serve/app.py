@@ -87,25 +87,32 @@ class Service:
                     queue.put_nowait, (i, t))))
             open_ = set(range(len(plist)))
             while open_:
-                i, t = await queue.get()
-                if i not in open_:
-                    continue
-                ts = streams[i]
-                if t is None:
-                    open_.discard(i)
-                    if seqs[i].finish_reason == "error":
-                        raise APIError(500, f"generation failed: {seqs[i].error}", type="server_error")
+                # Take everything queued: when the engine is ahead of this connection, its tokens go
+                # out as one chunk per choice instead of one event per token.
+                items = [await queue.get()]
+                while not queue.empty():
+                    items.append(queue.get_nowait())
+                ready: dict[int, list] = {}  # choice -> [text, finish reason]
+                for i, t in items:
+                    if i not in open_:
+                        continue
+                    ts, acc = streams[i], ready.setdefault(i, ["", None])
+                    if t is None:
+                        open_.discard(i)
+                        if seqs[i].finish_reason == "error":
+                            raise APIError(500, f"generation failed: {seqs[i].error}", type="server_error")
+                        acc[0] += ts.flush()
+                        acc[1] = "length" if seqs[i].finish_reason == "length" else "stop"
+                    else:
+                        acc[0] += ts.push(t)
+                        if ts.stopped:  # a stop string: this choice is complete, free its slot now
+                            open_.discard(i)
+                            self.engine.cancel(seqs[i])
+                            acc[1] = "stop"
                     counts[i] = len(ts.ids)
-                    yield i, ts.flush(), "length" if seqs[i].finish_reason == "length" else "stop"
-                    continue
-                piece = ts.push(t)
-                counts[i] = len(ts.ids)
-                if ts.stopped:  # a stop string: this choice is complete, free its slot now
-                    open_.discard(i)
-                    self.engine.cancel(seqs[i])
-                    yield i, piece, "stop"
-                elif piece:
-                    yield i, piece, None
+                for i, (piece, reason) in ready.items():
+                    if piece or reason:
+                        yield i, piece, reason
         finally:  # also on client disconnect (the generator is closed): no slot outlives its request
             for s in seqs:
                 if not s.done:
