@@ -3,12 +3,23 @@
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 
 from myllm.config import ModelConfig
 from myllm.model import Transformer
 from myllm.tokenizer import Tokenizer
 from myllm.train.checkpoint import save_checkpoint
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads and lose much to them on a busy machine
+    (measured: a test module took 93 s with PyTorch's 2 threads and 7 s with 1)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def make_served_run(tiny_data: Path, out: Path, context: int = 1024) -> Path:

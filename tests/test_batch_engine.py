@@ -11,6 +11,7 @@ from myllm.infer.engine import SamplingParams, beam_search, generate, penalize
 from myllm.infer.text import TextStream
 from myllm.model import KVCache, Transformer
 from myllm.plan import plan
+from serve_fixtures import one_thread  # noqa: F401  (autouse)
 
 
 @pytest.fixture(scope="module")

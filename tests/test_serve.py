@@ -18,7 +18,7 @@ from myllm.errors import MyLLMError
 from myllm.infer.engine import SamplingParams, generate
 from myllm.serve.app import create_app
 from myllm.serve.server import ServerThread, load_for_serving
-from serve_fixtures import make_served_run
+from serve_fixtures import make_served_run, one_thread  # noqa: F401  (autouse)
 
 MODEL = "run"  # the served model's id is the run directory's name
 
@@ -268,7 +268,8 @@ def test_cli_serve_binds_localhost_and_serves(served, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "myllm", "serve", str(served), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "myllm", "serve", str(served), "--port", str(port),
+                             "--threads", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:

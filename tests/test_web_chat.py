@@ -17,7 +17,7 @@ from selenium.webdriver.common.by import By
 from myllm.chat import prompt_ids
 from myllm.serve.app import create_app
 from myllm.serve.server import ServerThread, load_for_serving
-from serve_fixtures import make_served_run
+from serve_fixtures import make_served_run, one_thread  # noqa: F401  (autouse)
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
