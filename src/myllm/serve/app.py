@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from html import escape
 from importlib import resources
 from typing import Any
 
@@ -170,7 +171,7 @@ def create_app(model: Transformer, tok: Tokenizer, model_id: str, api_key: str |
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:
         html = resources.files("myllm.serve").joinpath("page.html").read_text(encoding="utf-8")
-        return HTMLResponse(html.replace("{{MODEL}}", model_id))
+        return HTMLResponse(html.replace("{{MODEL}}", escape(model_id)))
 
     def model_card() -> dict:
         return {"id": model_id, "object": "model", "created": svc.created, "owned_by": "myllm",
