@@ -289,3 +289,20 @@ def test_cli_serve_binds_localhost_and_serves(served, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "myllm", "serve", str(tmp_path / "nope")], capture_output=True,
                              text=True)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_generate_command_beams_penalties_and_stop_strings(served, loaded, capsys):
+    from myllm.cli import main
+
+    model, tok = loaded
+    base = ["generate", "--run", str(served), "--prompt", "the cat", "--max-new-tokens", "15", "--temperature", "0"]
+    assert main(base) == 0
+    greedy = capsys.readouterr().out
+    ids = generate(model, [tok.bos_id] + tok.encode("the cat"),
+                   SamplingParams(max_new_tokens=15, temperature=0, stop_ids=(tok.bos_id, tok.eos_id)))
+    assert greedy == "the cat" + tok.decode(ids) + "\n"  # `generate` prints special tokens as text
+    assert main(base + ["--beams", "1"]) == 0 and capsys.readouterr().out == greedy
+    stop = greedy[len("the cat") + 5 : len("the cat") + 8]
+    assert main(base + ["--stop", stop]) == 0
+    assert capsys.readouterr().out == greedy[: greedy.index(stop, len("the cat"))] + "\n"
+    assert main(base + ["--frequency-penalty", "2"]) == 0 and capsys.readouterr().out != greedy
