@@ -50,6 +50,20 @@ def test_batched_equals_one_at_a_time_seeded_sampling_with_stops_and_different_b
     assert [len(a) for a in alone[1:]] == [17, 24, 31]
 
 
+def test_no_compute_on_padding(model, monkeypatch):
+    """Prefill runs each prompt at its own length; each decode step runs exactly the active rows."""
+    shapes = []
+    real = model.forward
+    monkeypatch.setattr(model, "forward", lambda idx, **kw: shapes.append(tuple(idx.shape)) or real(idx, **kw))
+    budgets = [3, 5, 8, 8]
+    generate_batch(model, PROMPTS, [SamplingParams(max_new_tokens=b, temperature=0) for b in budgets])
+    prefill = [s for s in shapes if s[1] > 1]  # every prompt here has 2+ tokens
+    assert sorted(prefill) == sorted((1, len(p)) for p in PROMPTS)
+    decode_rows = [s[0] for s in shapes if s[1] == 1]
+    # after prefill (1 token each) all 4 decode; rows leave as their budgets run out: 3, 5, 8, 8 tokens
+    assert decode_rows == [4, 4, 3, 3, 2, 2, 2]
+
+
 def test_sequences_join_and_leave_mid_flight_with_fewer_slots_than_prompts(model):
     """Two slots, five prompts: later prompts wait, then prefill and join running sequences."""
     params = SamplingParams(max_new_tokens=12, temperature=0)

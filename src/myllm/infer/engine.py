@@ -101,17 +101,18 @@ def stream(model: Transformer, prompt: list[int], params: SamplingParams) -> Ite
         generator = torch.Generator(device=device).manual_seed(params.seed)
     cache = KVCache.allocate(model.cfg, 1, len(prompt) + budget, device, model.embed_tokens.weight.dtype)
     logits = model(torch.tensor([prompt], device=device), cache=cache, start=0)[:, -1]
-    vocab = logits.shape[-1]
-    seen = torch.zeros(1, vocab, dtype=torch.bool, device=device)
-    seen[0, torch.tensor(prompt, device=device)] = True
-    counts = torch.zeros(1, vocab, dtype=torch.long, device=device)
+    if params.penalized:  # token bookkeeping only when a penalty needs it
+        seen = torch.zeros(1, logits.shape[-1], dtype=torch.bool, device=device)
+        seen[0, torch.tensor(prompt, device=device)] = True
+        counts = torch.zeros(1, logits.shape[-1], dtype=torch.long, device=device)
     for pos in range(len(prompt), len(prompt) + budget):
         token = next_token(penalize(logits, seen, counts, params) if params.penalized else logits, params, generator)
         tok = int(token.item())
         if tok in params.stop_ids:
             return
-        seen[0, tok] = True
-        counts[0, tok] += 1
+        if params.penalized:
+            seen[0, tok] = True
+            counts[0, tok] += 1
         yield tok
         if pos + 1 < cache.max_len:  # no forward pass after the last token
             logits = model(token.view(1, 1), cache=cache, start=pos)[:, -1]
