@@ -263,6 +263,7 @@ def test_loading_never_unpickles(served, monkeypatch, tmp_path):
         load_for_serving(bad)
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch and FastAPI: 9-19 s on the shared machine
 def test_cli_serve_binds_localhost_and_serves(served, tmp_path):
     import socket
     with socket.socket() as s:
@@ -306,3 +307,13 @@ def test_generate_command_beams_penalties_and_stop_strings(served, loaded, capsy
     assert main(base + ["--stop", stop]) == 0
     assert capsys.readouterr().out == greedy[: greedy.index(stop, len("the cat"))] + "\n"
     assert main(base + ["--frequency-penalty", "2"]) == 0 and capsys.readouterr().out != greedy
+
+
+def test_chat_page_is_self_contained(server):
+    import re
+
+    r = httpx.get(server[0] + "/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "/v1/chat/completions" in r.text and "stream: true" in r.text
+    external = re.findall(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", r.text) + re.findall(r"@import", r.text)
+    assert external == []  # no CDN, no web fonts: it works offline
