@@ -183,6 +183,7 @@ BAD = [
     ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": "yes"}, 400, "stream"),
     ({"model": MODEL, "messages": [{"role": "user", "content": "the cat " * 1000}]}, 400, "messages"),
     ({"messages": [{"role": "user", "content": "hi"}]}, 400, "model"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "logprobs": True}, 400, "logprobs"),
 ]
 
 

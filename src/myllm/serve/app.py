@@ -54,6 +54,7 @@ class Service:
     def sampling(self, req: Common, prompt_len: int, stops: tuple[int, ...], default_max: int,
                  prompt_param: str) -> list[SamplingParams]:
         """Per-choice sampling parameters, after checking lengths against the context."""
+        req.unsupported()
         room = self.context - prompt_len
         if room <= 0:
             raise APIError(400, f"This model's maximum context length is {self.context} tokens, but the prompt has "

@@ -66,6 +66,19 @@ class Common(BaseModel):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     repetition_penalty: float | None = Field(None, gt=0, le=10)
     user: str | None = None
+    # Accepted so that clients which send them get a clear 400 rather than silently nothing:
+    logprobs: bool | int | None = None
+    echo: bool | None = None
+    best_of: int | None = None
+    suffix: str | None = None
+
+    def unsupported(self) -> None:
+        """Refuse options this server would otherwise ignore (their absence would be a silent lie)."""
+        for name in ("logprobs", "echo", "suffix"):
+            if getattr(self, name):
+                raise APIError(400, f"'{name}' is not supported by this server; leave it out", name)
+        if self.best_of is not None and self.best_of > 1:
+            raise APIError(400, "'best_of' > 1 is not supported by this server; use 'n'", "best_of")
 
     def stops(self) -> tuple[str, ...]:
         stops = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
