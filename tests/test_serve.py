@@ -184,6 +184,7 @@ BAD = [
     ({"model": MODEL, "messages": [{"role": "user", "content": "the cat " * 1000}]}, 400, "messages"),
     ({"messages": [{"role": "user", "content": "hi"}]}, 400, "model"),
     ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "logprobs": True}, 400, "logprobs"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "seed": 2**70}, 400, "seed"),
 ]
 
 

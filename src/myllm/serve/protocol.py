@@ -58,7 +58,7 @@ class Common(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=0)
     n: int | None = Field(None, ge=1, le=MAX_N)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1 - MAX_N)  # int64, as OpenAI; choice i uses seed + i
     stop: str | list[str] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
