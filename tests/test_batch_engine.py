@@ -77,6 +77,12 @@ def test_sequences_join_and_leave_mid_flight_with_fewer_slots_than_prompts(model
         assert len(engine.active) <= 2
     assert [s.out for s in seqs] == [generate(model, p, params) for p in prompts]
     assert all(s.finish_reason == "length" for s in seqs) and engine.load()["free_slots"] == 2
+    # A queued sequence whose client left is dropped at the next step, even with every slot busy.
+    busy = [engine.submit(p, params) for p in prompts[:3]]
+    engine.step()
+    engine.cancel(busy[2])
+    engine.step()
+    assert len(engine.waiting) == 0 and busy[2].finish_reason == "cancelled" and busy[2].out == []
 
 
 def test_cancel_frees_the_slot_and_the_others_continue_unchanged(model):

@@ -96,13 +96,12 @@ class BatchEngine:
         for seq in [s for s in self.active if s.cancelled]:
             self._finish(seq, "cancelled")
         with self._cond:
+            for seq in [s for s in self.waiting if s.cancelled]:  # gone before they got a slot
+                self.waiting.remove(seq)
+                self._finish(seq, "cancelled")
             admitted = []
             while self.waiting and len(self.active) + len(admitted) < self.max_batch:
-                seq = self.waiting.popleft()
-                if seq.cancelled:
-                    self._finish(seq, "cancelled")
-                else:
-                    admitted.append(seq)
+                admitted.append(self.waiting.popleft())
         for seq in admitted:
             self._prefill(seq)
         n = len(self.active)
