@@ -151,6 +151,10 @@ def _sampling(a: argparse.Namespace, cfg, tok):
         top_p=a.top_p if a.top_p is not None else s.top_p,
         stop_ids=(tok.bos_id, tok.eos_id),
         seed=a.seed if a.seed is not None else s.seed,
+        repetition_penalty=a.repetition_penalty,
+        frequency_penalty=a.frequency_penalty,
+        presence_penalty=a.presence_penalty,
+        stop=tuple(a.stop),
     )
 
 
@@ -160,6 +164,10 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int)
     p.add_argument("--top-p", type=float)
     p.add_argument("--seed", type=int)
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages tokens already seen")
+    p.add_argument("--frequency-penalty", type=float, default=0.0, help="subtracted per earlier occurrence")
+    p.add_argument("--presence-penalty", type=float, default=0.0, help="subtracted once a token has occurred")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop before this text (repeatable)")
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
@@ -182,7 +190,8 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 def cmd_generate(a: argparse.Namespace) -> int:
     from myllm.evals.summary import final_checkpoint
-    from myllm.infer.engine import stream
+    from myllm.infer.engine import beam_search
+    from myllm.infer.text import TextStream, stream_text
     from myllm.run import load_run
     from myllm.tokenizer import Tokenizer
     from myllm.train.checkpoint import load_model
@@ -192,17 +201,29 @@ def cmd_generate(a: argparse.Namespace) -> int:
     model = load_model(Path(a.checkpoint) if a.checkpoint else final_checkpoint(out))
     tok = Tokenizer.load(out / "tokenizer" / "tokenizer.json")
     params = _sampling(a, cfg, tok)
+    prompt = [tok.bos_id] + tok.encode(a.prompt)
     sys.stdout.write(a.prompt)
-    ids: list[int] = []
-    printed = ""
-    for token in stream(model, [tok.bos_id] + tok.encode(a.prompt), params):
-        ids.append(token)
-        text = tok.decode(ids)
-        if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-            sys.stdout.write(text[len(printed):])
+    if a.beams:  # the best beam, printed whole (beams are only ranked at the end)
+        if a.beams < 1:
+            raise MyLLMError(f"--beams must be at least 1, got {a.beams}")
+        (ids, _), *_ = beam_search(model, prompt, a.beams, params.max_new_tokens, params.stop_ids)
+        text = TextStream(tok, params.stop)
+        sys.stdout.write("".join(text.push(t) for t in ids) + ("" if text.stopped else text.flush()))
+    else:
+        for piece in stream_text(model, tok, prompt, params):
+            sys.stdout.write(piece)
             sys.stdout.flush()
-            printed = text
     sys.stdout.write("\n")
+    return 0
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    from myllm.serve.server import serve
+
+    if a.max_batch < 1:
+        raise MyLLMError(f"--max-batch must be at least 1, got {a.max_batch}")
+    serve(Path(a.run_dir), stage=a.stage, host=a.host, port=a.port, api_key=a.api_key, max_batch=a.max_batch,
+          threads=a.threads)
     return 0
 
 
@@ -293,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True)
     p.add_argument("--prompt", default="")
     p.add_argument("--checkpoint", help="a checkpoints/<stage>/step-* directory (default: the final pretrain one)")
+    p.add_argument("--beams", type=int, help="beam search with this many beams (prints the best; 1 = greedy)")
     _add_sampling_flags(p)
     p.set_defaults(func=cmd_generate)
 
@@ -321,6 +343,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", help="system prompt")
     _add_sampling_flags(p)
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("serve", help="OpenAI-compatible API (/v1/...) and a web chat page (/) for a run's model")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory")
+    p.add_argument("--stage", choices=["pretrain", "sft", "dpo", "grpo"],
+                   help="whose model (default: the last trained stage)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 routes")
+    p.add_argument("--max-batch", type=int, default=32,
+                   help="sequences decoded together (KV-cache slots, preallocated at the full context)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="PyTorch CPU threads (default: PyTorch's choice; 1 is fastest for small models)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("plan", help="parameters, training FLOPs/time/cost/memory and inference costs of a model shape")
     p.add_argument("--preset", default="small")

@@ -87,13 +87,23 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
 
-    def forward(self, x, cos, sin, cache: KVCache | None = None, start: int = 0, mask=None) -> torch.Tensor:
+    def forward(self, x, cos, sin, cache: KVCache | None = None, start: int = 0, mask=None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is not None:
+        if cache is not None and positions is not None:
+            # One new token per row, each row at its own position (continuous batching): write
+            # row b's key/value at positions[b], attend over the first mask.shape[-1] slots, and
+            # let the mask hide each row's slots beyond its own length.
+            rows = torch.arange(B, device=x.device)
+            cache.k[self.layer, rows, :, positions] = k[:, :, 0]
+            cache.v[self.layer, rows, :, positions] = v[:, :, 0]
+            k = cache.k[self.layer, :B, :, : mask.shape[-1]]
+            v = cache.v[self.layer, :B, :, : mask.shape[-1]]
+        elif cache is not None:
             # Write this step's keys/values, then attend over everything cached so far.
             cache.k[self.layer, :B, :, start : start + T] = k
             cache.v[self.layer, :B, :, start : start + T] = v
@@ -136,8 +146,8 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, cache=None, start=0, mask=None):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, start, mask)
+    def forward(self, x, cos, sin, cache=None, start=0, mask=None, positions=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, start, mask, positions)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -191,6 +201,7 @@ class Transformer(nn.Module):
         start: int = 0,
         reduction: str = "mean",
         segments: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, V) or, with `targets`, the cross-entropy loss.
 
@@ -199,19 +210,29 @@ class Transformer(nn.Module):
         With `segments` (B, T), a row packs several sequences (ids 0, 0, 0, 1, 1, ...): each
         token attends only within its own sequence and its position restarts at 0, so a packed
         row computes exactly what its sequences would compute one by one.
+        With `cache` and `positions` (B,), each row feeds one token at its own position: rows of
+        different lengths decode together (the serving engine's continuous batching).
         """
         T = idx.shape[1]
         if start + T > self.cfg.context:
             raise ValueError(f"sequence of {start + T} tokens exceeds the model context {self.cfg.context}")
         mask = None
-        if segments is None:
+        if positions is not None:
+            if cache is None or T != 1:
+                raise ValueError("per-row positions need a KV cache and exactly one new token per row")
+            length = int(positions.max()) + 1
+            if length > min(self.cfg.context, cache.max_len):
+                raise ValueError(f"position {length - 1} is outside the context / KV cache")
+            cos, sin = self.rope_cos[positions][:, None, None, :], self.rope_sin[positions][:, None, None, :]
+            mask = (torch.arange(length, device=idx.device) <= positions[:, None])[:, None, None, :]
+        elif segments is None:
             cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]
         else:
             pos, mask = segment_positions(segments), segment_mask(segments)
             cos, sin = self.rope_cos[pos].unsqueeze(1), self.rope_sin[pos].unsqueeze(1)
         x = self.embed_tokens(idx)
         for layer in self.layers:
-            x = layer(x, cos, sin, cache, start, mask)
+            x = layer(x, cos, sin, cache, start, mask, positions)
         x = self.norm(x)
         logits = F.linear(x, self.embed_tokens.weight)
         if targets is None:

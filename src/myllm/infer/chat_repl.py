@@ -14,6 +14,7 @@ from typing import TextIO
 
 from myllm.chat import prompt_ids, stop_ids
 from myllm.infer.engine import SamplingParams, stream
+from myllm.infer.text import TextStream
 from myllm.model import Transformer
 from myllm.tokenizer import Tokenizer
 
@@ -45,15 +46,15 @@ class ChatSession:
     def reply(self, user: str) -> Iterator[str]:
         """Stream the assistant's reply to `user` as text pieces; the turn is kept in the history."""
         self.turns.append({"role": "user", "content": user})
-        ids: list[int] = []
-        printed = ""
+        text = TextStream(self.tok, self.params.stop)  # whole characters only; cut at stop strings
         for token in stream(self.model, self._prompt(), self.params):
-            ids.append(token)
-            text = self.tok.decode(ids)
-            if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-                yield text[len(printed):]
-                printed = text
-        self.turns.append({"role": "assistant", "content": self.tok.decode(ids)})
+            if piece := text.push(token):
+                yield piece
+            if text.stopped:
+                break
+        if rest := text.flush():
+            yield rest
+        self.turns.append({"role": "assistant", "content": text.text})
 
 
 def repl(session: ChatSession, read: Callable[[str], str] = input, out: TextIO = sys.stdout) -> None:

@@ -5,9 +5,13 @@ before it, so a step costs one token's worth of compute instead of the whole seq
 `tests/test_engine.py` checks that this gives, token for token, what recomputing the full
 sequence every step gives.
 
-Sampling: `temperature=0` is greedy; otherwise logits / temperature, then optional top-k and
-top-p (nucleus) filtering, then a draw from a seeded generator, so the same seed gives the
-same text.
+Sampling: penalties first (see `penalize`), then `temperature=0` is greedy; otherwise
+logits / temperature, then optional top-k and top-p (nucleus) filtering, then a draw from a
+seeded generator, so the same seed gives the same text.
+
+Also here: `beam_search`. Many prompts of different lengths decoding together, one sequence
+joining as another leaves, is `myllm.infer.batch.BatchEngine` (what the server runs); stop
+strings, which need the tokenizer, are `myllm.infer.text`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,33 @@ class SamplingParams:
     top_p: float = 1.0  # 1.0 = off
     stop_ids: tuple[int, ...] = field(default_factory=tuple)
     seed: int | None = None
+    repetition_penalty: float = 1.0  # 1.0 = off; > 1 discourages every token already in prompt or output
+    frequency_penalty: float = 0.0  # subtracted once per earlier occurrence in the output (OpenAI)
+    presence_penalty: float = 0.0  # subtracted once if the token occurs in the output at all (OpenAI)
+    stop: tuple[str, ...] = field(default_factory=tuple)  # stop strings (text-level: myllm.infer.text)
+
+    @property
+    def penalized(self) -> bool:
+        return self.repetition_penalty != 1.0 or self.frequency_penalty != 0.0 or self.presence_penalty != 0.0
+
+
+def penalize(logits: torch.Tensor, seen: torch.Tensor, counts: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """Penalties as vLLM and the OpenAI API define them, for logits (B, V).
+
+    `seen` (B, V) bool marks tokens in the prompt or the output so far: with repetition penalty
+    p (CTRL / Hugging Face), their positive logits are divided by p and negative ones multiplied
+    by p, so both move down. `counts` (B, V) counts each token in the output so far: the
+    frequency penalty subtracts `frequency_penalty * count`, the presence penalty subtracts
+    `presence_penalty` once for any count > 0. Negative values encourage repetition instead.
+    """
+    logits = logits.float()
+    if params.repetition_penalty != 1.0:
+        p = params.repetition_penalty
+        logits = torch.where(seen, torch.where(logits > 0, logits / p, logits * p), logits)
+    if params.frequency_penalty or params.presence_penalty:
+        counts = counts.to(logits.dtype)
+        logits = logits - params.frequency_penalty * counts - params.presence_penalty * (counts > 0).to(logits.dtype)
+    return logits
 
 
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -70,11 +101,18 @@ def stream(model: Transformer, prompt: list[int], params: SamplingParams) -> Ite
         generator = torch.Generator(device=device).manual_seed(params.seed)
     cache = KVCache.allocate(model.cfg, 1, len(prompt) + budget, device, model.embed_tokens.weight.dtype)
     logits = model(torch.tensor([prompt], device=device), cache=cache, start=0)[:, -1]
+    if params.penalized:  # token bookkeeping only when a penalty needs it
+        seen = torch.zeros(1, logits.shape[-1], dtype=torch.bool, device=device)
+        seen[0, torch.tensor(prompt, device=device)] = True
+        counts = torch.zeros(1, logits.shape[-1], dtype=torch.long, device=device)
     for pos in range(len(prompt), len(prompt) + budget):
-        token = next_token(logits, params, generator)
+        token = next_token(penalize(logits, seen, counts, params) if params.penalized else logits, params, generator)
         tok = int(token.item())
         if tok in params.stop_ids:
             return
+        if params.penalized:
+            seen[0, tok] = True
+            counts[0, tok] += 1
         yield tok
         if pos + 1 < cache.max_len:  # no forward pass after the last token
             logits = model(token.view(1, 1), cache=cache, start=pos)[:, -1]
@@ -151,3 +189,63 @@ def _generate_rows(model: Transformer, prompts: list[list[int]], params: Samplin
             break
         logits = model(tokens.view(n, 1), cache=cache, start=pos)[:, -1]
     return out
+
+
+@torch.no_grad()
+def beam_search(model: Transformer, prompt: list[int], width: int, max_new_tokens: int,
+                stop_ids: tuple[int, ...] = (), length_penalty: float = 1.0) -> list[tuple[list[int], float]]:
+    """The `width` best continuations by total log-probability, best first, as (tokens, score).
+
+    Every beam has the same length, so they decode as one batch at one position; after each
+    step the cache rows are reordered to follow their beams. A beam that picks a stop id is
+    finished (the stop id is not part of its tokens); the search ends when `width` beams have
+    finished or the budget is spent. Scores are sum(log p) / length ** length_penalty (as in
+    Hugging Face), so 0 compares raw sums and 1 compares per-token means. Width 1 is greedy.
+    """
+    if width < 1 or not prompt:
+        raise ValueError("beam search needs width >= 1 and a non-empty prompt")
+    device = model.embed_tokens.weight.device
+    budget = min(max_new_tokens, model.cfg.context - len(prompt))
+    if budget <= 0:
+        return [([], 0.0)]
+    cache = KVCache.allocate(model.cfg, width, len(prompt) + budget, device, model.embed_tokens.weight.dtype)
+    one = KVCache(cache.k[:, :1], cache.v[:, :1])
+    logits = model(torch.tensor([prompt], device=device), cache=one, start=0)[:, -1].expand(width, -1)
+    cache.k[:, 1:], cache.v[:, 1:] = cache.k[:, :1], cache.v[:, :1]  # every beam starts from the prompt
+    scores = torch.full((width,), float("-inf"), device=device)
+    scores[0] = 0.0  # until the first step, the beams are copies: expand only one of them
+    beams: list[list[int]] = [[] for _ in range(width)]
+    finished: list[tuple[list[int], float]] = []
+
+    def norm(tokens: list[int], score: float) -> float:
+        return score / max(len(tokens), 1) ** length_penalty
+
+    for step in range(budget):
+        total = (scores[:, None] + torch.log_softmax(logits.float(), dim=-1)).view(-1)
+        top = torch.topk(total, 2 * width)
+        keep_rows, keep_tokens, keep_scores = [], [], []
+        for score, flat in zip(top.values.tolist(), top.indices.tolist()):
+            row, tok = divmod(flat, logits.shape[-1])
+            if score == float("-inf"):
+                break
+            if tok in stop_ids:
+                finished.append((beams[row], score))
+            else:
+                keep_rows.append(row), keep_tokens.append(tok), keep_scores.append(score)
+            if len(keep_rows) == width:
+                break
+        if len(finished) >= width or not keep_rows:
+            break  # enough finished beams (live ones are not added: they were outscored at this step)
+        if step == budget - 1:
+            finished += [(beams[r] + [t], s) for r, t, s in zip(keep_rows, keep_tokens, keep_scores)]
+            break
+        while len(keep_rows) < width:  # fewer live candidates than beams: pad with dead copies
+            keep_rows.append(keep_rows[0]), keep_tokens.append(keep_tokens[0]), keep_scores.append(float("-inf"))
+        index = torch.tensor(keep_rows, device=device)
+        cache.k, cache.v = cache.k.index_select(1, index), cache.v.index_select(1, index)
+        beams = [beams[r] + [t] for r, t in zip(keep_rows, keep_tokens)]
+        scores = torch.tensor(keep_scores, device=device)
+        pos = len(prompt) + step
+        logits = model(torch.tensor(keep_tokens, device=device).view(width, 1), cache=cache, start=pos)[:, -1]
+    ranked = sorted(((t, norm(t, s)) for t, s in finished if s != float("-inf")), key=lambda x: -x[1])
+    return ranked[:width]

@@ -1,0 +1,261 @@
+"""The OpenAI-compatible HTTP API (FastAPI) over the continuous-batching engine.
+
+One `BatchEngine` thread owns the model; every request submits its sequences to it and reads
+their tokens back through an asyncio queue, so concurrent requests decode together in one
+batch instead of waiting for each other. Text is cut at stop strings by `TextStream`, the same
+code the library uses. If a streaming client goes away, the response generator is closed, its
+sequences are cancelled and their KV-cache slots are freed at the engine's next step.
+
+Routes: `/v1/models`, `/v1/completions`, `/v1/chat/completions` (JSON or SSE chunks ending in
+`data: [DONE]`), `/health`, and the chat page at `/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from html import escape
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from myllm.chat import prompt_ids, stop_ids
+from myllm.infer.batch import BatchEngine
+from myllm.infer.engine import SamplingParams
+from myllm.infer.text import TextStream
+from myllm.model import Transformer
+from myllm.serve.protocol import APIError, ChatRequest, Common, CompletionRequest, parse
+from myllm.tokenizer import Tokenizer
+
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions; chat defaults to the room left
+
+
+class Service:
+    """What the routes share: the engine, the tokenizer and the served model's name."""
+
+    def __init__(self, model: Transformer, tok: Tokenizer, model_id: str, max_batch: int = 32):
+        self.tok, self.model_id, self.context = tok, model_id, model.cfg.context
+        self.engine = BatchEngine(model, max_batch=max_batch)
+        self.created = int(time.time())
+
+    def check_model(self, name: str) -> None:
+        if name != self.model_id:
+            raise APIError(404, f"The model '{name}' does not exist; this server serves '{self.model_id}' "
+                                "(see /v1/models)", "model", "model_not_found")
+
+    def sampling(self, req: Common, prompt_len: int, stops: tuple[int, ...], default_max: int,
+                 prompt_param: str) -> list[SamplingParams]:
+        """Per-choice sampling parameters, after checking lengths against the context."""
+        req.unsupported()
+        room = self.context - prompt_len
+        if room <= 0:
+            raise APIError(400, f"This model's maximum context length is {self.context} tokens, but the prompt has "
+                                f"{prompt_len} tokens; shorten it", prompt_param, "context_length_exceeded")
+        max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+        if max_tokens is not None and max_tokens <= 0:
+            raise APIError(400, f"'max_tokens' must be at least 1, got {max_tokens}", "max_tokens")
+        if max_tokens is not None and max_tokens > room:
+            raise APIError(400, f"This model's maximum context length is {self.context} tokens; you requested "
+                                f"{prompt_len + max_tokens} ({prompt_len} in the prompt, {max_tokens} in the "
+                                f"completion); lower max_tokens to at most {room}", "max_tokens",
+                           "context_length_exceeded")
+        base = dict(max_new_tokens=max_tokens if max_tokens is not None else min(default_max, room),
+                    temperature=1.0 if req.temperature is None else req.temperature,
+                    top_p=1.0 if req.top_p is None else req.top_p, top_k=req.top_k or 0, stop_ids=stops,
+                    frequency_penalty=req.frequency_penalty or 0.0, presence_penalty=req.presence_penalty or 0.0,
+                    repetition_penalty=req.repetition_penalty or 1.0, stop=req.stops())
+        # n choices of one seeded request differ from each other yet reproduce as a whole.
+        return [SamplingParams(**base, seed=None if req.seed is None else req.seed + i) for i in range(req.n or 1)]
+
+    async def run(self, prompt: list[int], plist: list[SamplingParams],
+                  counts: list[int]) -> AsyncIterator[tuple[int, str, str | None]]:
+        """(choice, text piece, finish reason or None) as tokens arrive; `counts` gets tokens per choice."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[int, int | None]] = asyncio.Queue()
+        # Special tokens (<|assistant|> from a confused model) are not text: skipped, as vLLM does.
+        streams = [TextStream(self.tok, p.stop, skip_special=True) for p in plist]
+        seqs = []
+        try:
+            for i, p in enumerate(plist):
+                seqs.append(self.engine.submit(prompt, p, lambda s, t, i=i: loop.call_soon_threadsafe(
+                    queue.put_nowait, (i, t))))
+            open_ = set(range(len(plist)))
+            while open_:
+                # Take everything queued: when the engine is ahead of this connection, its tokens go
+                # out as one chunk per choice instead of one event per token.
+                items = [await queue.get()]
+                while not queue.empty():
+                    items.append(queue.get_nowait())
+                ready: dict[int, list] = {}  # choice -> [text, finish reason]
+                for i, t in items:
+                    if i not in open_:
+                        continue
+                    ts, acc = streams[i], ready.setdefault(i, ["", None])
+                    if t is None:
+                        open_.discard(i)
+                        if seqs[i].finish_reason == "error":
+                            raise APIError(500, f"generation failed: {seqs[i].error}", type="server_error")
+                        acc[0] += ts.flush()
+                        acc[1] = "length" if seqs[i].finish_reason == "length" else "stop"
+                    else:
+                        acc[0] += ts.push(t)
+                        if ts.stopped:  # a stop string: this choice is complete, free its slot now
+                            open_.discard(i)
+                            self.engine.cancel(seqs[i])
+                            acc[1] = "stop"
+                    counts[i] = len(ts.ids)
+                for i, (piece, reason) in ready.items():
+                    if piece or reason:
+                        yield i, piece, reason
+        finally:  # also on client disconnect (the generator is closed): no slot outlives its request
+            for s in seqs:
+                if not s.done:
+                    self.engine.cancel(s)
+
+
+def _sse(obj: Any) -> str:
+    return f"data: {json.dumps(obj)}\n\n"
+
+
+async def _body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise APIError(400, f"could not parse the JSON body of the request ({e}); send valid JSON") from None
+
+
+def create_app(model: Transformer, tok: Tokenizer, model_id: str, api_key: str | None = None,
+               max_batch: int = 32) -> FastAPI:
+    svc = Service(model, tok, model_id, max_batch)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        svc.engine.start()
+        yield
+        svc.engine.stop()
+
+    app = FastAPI(title="MyLLM", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.service = svc
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, e: APIError) -> JSONResponse:
+        return JSONResponse(e.body(), status_code=e.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(APIError(e.status_code, f"{request.method} {request.url.path}: {e.detail}").body(),
+                            status_code=e.status_code)
+
+    @app.middleware("http")
+    async def check_key(request: Request, call_next):
+        if api_key and request.url.path.startswith("/v1"):
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+                return JSONResponse(APIError(401, "Incorrect or missing API key: send 'Authorization: Bearer KEY' "
+                                                  "with the key given to `myllm serve --api-key`",
+                                             code="invalid_api_key").body(), status_code=401)
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "model": model_id, **svc.engine.load()}
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> HTMLResponse:
+        html = resources.files("myllm.serve").joinpath("page.html").read_text(encoding="utf-8")
+        return HTMLResponse(html.replace("{{MODEL}}", escape(model_id)))
+
+    def model_card() -> dict:
+        return {"id": model_id, "object": "model", "created": svc.created, "owned_by": "myllm",
+                "context_length": svc.context}
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{name}")
+    async def one_model(name: str) -> dict:
+        svc.check_model(name)
+        return model_card()
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        req: ChatRequest = parse(ChatRequest, await _body(request))
+        svc.check_model(req.model)
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                    for m in req.messages]
+        prompt = prompt_ids(tok, messages)
+        plist = svc.sampling(req, len(prompt), stop_ids(tok), svc.context, "messages")
+        return await respond(req, prompt, plist, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        req: CompletionRequest = parse(CompletionRequest, await _body(request))
+        svc.check_model(req.model)
+        prompt = [tok.bos_id] + tok.encode(req.prompt_text())
+        plist = svc.sampling(req, len(prompt), (tok.bos_id, tok.eos_id), COMPLETIONS_DEFAULT_MAX_TOKENS, "prompt")
+        return await respond(req, prompt, plist, chat=False)
+
+    async def respond(req: Common, prompt: list[int], plist: list[SamplingParams], chat: bool) -> Response:
+        rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+        head = {"id": rid, "created": int(time.time()), "model": model_id}
+        counts = [0] * len(plist)
+
+        def usage() -> dict:
+            return {"prompt_tokens": len(prompt), "completion_tokens": sum(counts),
+                    "total_tokens": len(prompt) + sum(counts)}
+
+        if not req.stream:
+            texts, reasons = [""] * len(plist), [None] * len(plist)
+            async for i, piece, reason in svc.run(prompt, plist, counts):
+                texts[i] += piece
+                reasons[i] = reason or reasons[i]
+            if chat:
+                choices = [{"index": i, "message": {"role": "assistant", "content": t}, "logprobs": None,
+                            "finish_reason": r} for i, (t, r) in enumerate(zip(texts, reasons))]
+            else:
+                choices = [{"index": i, "text": t, "logprobs": None, "finish_reason": r}
+                           for i, (t, r) in enumerate(zip(texts, reasons))]
+            obj = "chat.completion" if chat else "text_completion"
+            return JSONResponse({**head, "object": obj, "choices": choices, "usage": usage()})
+
+        obj = "chat.completion.chunk" if chat else "text_completion"
+
+        def chunk(i: int, piece: str | None, reason: str | None, role: bool = False) -> dict:
+            if chat:
+                delta = {"role": "assistant", "content": ""} if role else ({"content": piece} if piece else {})
+                choice = {"index": i, "delta": delta, "logprobs": None, "finish_reason": reason}
+            else:
+                choice = {"index": i, "text": piece or "", "logprobs": None, "finish_reason": reason}
+            return {**head, "object": obj, "choices": [choice]}
+
+        async def events() -> AsyncIterator[str]:
+            if chat:
+                for i in range(len(plist)):
+                    yield _sse(chunk(i, None, None, role=True))
+            try:
+                async for i, piece, reason in svc.run(prompt, plist, counts):
+                    if piece:
+                        yield _sse(chunk(i, piece, None))
+                    if reason:
+                        yield _sse(chunk(i, None, reason))
+            except APIError as e:
+                yield _sse(e.body())
+                return
+            if req.stream_options is not None and req.stream_options.include_usage:
+                yield _sse({**head, "object": obj, "choices": [], "usage": usage()})
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    return app
