@@ -301,3 +301,18 @@ def test_grpo_run_logs_rewards_and_kl(run_dir, tmp_path):
     for key in ("reward_mean", "accuracy", "kl", "completion_len", "flat_groups"):
         assert key in grpo_records[-1]
     assert read_state(result.checkpoint)["done"]
+
+
+@pytest.mark.slow
+def test_grpo_raises_a_learnable_reward(run_dir, tmp_path):
+    # Reward: the reply contains "cat". The tiny model says it now and then; GRPO must make it common.
+    prompts = [{"prompt": f"Tell me about the {w}", "answer": "cat", "verifier": "contains"}
+               for w in ("river", "town", "log", "mat")]
+    path = write_jsonl(tmp_path / "prompts.jsonl", prompts)
+    cfg = load_run(run_dir, ["grpo.max_steps=40", "grpo.batch_size=4", "grpo.group_size=8", "grpo.max_new_tokens=6",
+                             "grpo.lr=3e-3", "grpo.warmup_steps=2", "grpo.kl_coef=0.0"])
+    grpo(run_dir, cfg, data=str(path), show_progress=False, log=lambda _: None)
+    rewards = [json.loads(line)["reward_mean"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+               if json.loads(line)["stage"] == "grpo"]
+    first, last = sum(rewards[:8]) / 8, sum(rewards[-8:]) / 8
+    assert last > 0.2 and last > 5 * first, (first, last)  # measured: 0.008 -> 0.30
