@@ -298,13 +298,13 @@ class GRPOConfig(PostTrainConfig):
 
     examples: int = 1000
     max_steps: int = 45
-    batch_size: int = 4  # prompts per step; each gets group_size completions
-    lr: float = 1e-3
+    batch_size: int = 8  # prompts per step; each gets group_size completions
+    lr: float = 5e-4  # at 1e-3 (kl_coef 0.02) the default run's fact QA fell 12 points during GRPO, here 7
     warmup_steps: int = 5
-    group_size: int = 16  # large groups: fewer groups whose replies all score the same (no signal)
+    group_size: int = 8
     max_new_tokens: int = 40
-    temperature: float = 1.0
-    kl_coef: float = 0.02  # weight of the k3 KL estimate to the frozen reference
+    temperature: float = 0.8  # rollouts a little sharper than the model: at 1.0 more groups were all wrong
+    kl_coef: float = 0.05  # weight of the k3 KL estimate to the frozen reference
     clip_eps: float = 0.2  # policy-ratio clip range
     fact_fraction: float = 0.2  # universe prompts: share of fact questions kept beside the arithmetic
 
@@ -389,7 +389,7 @@ RUN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "ckpt_every": 100},
         "sft": {"examples": 300, "max_steps": 20},
         "dpo": {"examples": 100, "max_steps": 5},
-        "grpo": {"examples": 50, "max_steps": 3, "group_size": 4},
+        "grpo": {"examples": 50, "max_steps": 3, "batch_size": 4, "group_size": 4},
     },
 }
 
