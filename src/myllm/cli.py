@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -71,22 +72,44 @@ def cmd_tokenizer(a: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(a: argparse.Namespace) -> int:
+    from myllm.config import train_preset_overrides
     from myllm.run import BUDGET_MAX_STEPS, load_run, run_stage
+    from myllm.train.distributed import launch, launched_by_torchrun
     from myllm.train.pretrain import pretrain
 
     out = Path(a.run)
-    extra = []
+    extra = train_preset_overrides(a.preset) if a.preset else []
     if a.time_budget is not None:  # the budget is the stopping rule unless --max-steps is given too
         extra += [f"train.time_budget={float(a.time_budget)}", f"train.max_steps={BUDGET_MAX_STEPS}"]
     if a.max_steps is not None:
         extra.append(f"train.max_steps={a.max_steps}")
+    if a.dist is not None:
+        extra.append(f"train.dist={a.dist}")
     extra += a.overrides
     cfg = load_run(out, extra)
+    if a.nproc is not None and not launched_by_torchrun():
+        return launch(a.nproc, _without_nproc(a.argv), cfg.train.device)
+    if launched_by_torchrun() and int(os.environ["RANK"]) != 0:
+        pretrain(out, cfg, resume=a.resume, restart=a.restart, show_progress=False)  # rank 0 records the stage
+        return 0
     result = run_stage(out, "pretrain", cfg, lambda: pretrain(out, cfg, resume=a.resume, restart=a.restart,
                                                                show_progress=not a.no_progress))
     print(f"pretrain: step {result.step}, {result.tokens:,} tokens in {result.seconds:.0f}s; "
           f"checkpoint {result.checkpoint}; {result.last_eval}")
     return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line to hand to torchrun: the same, minus `--nproc N`."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 def cmd_post(a: argparse.Namespace) -> int:
@@ -277,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     p.add_argument("--restart", action="store_true", help="discard this stage's checkpoints and start over")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--nproc", type=int, help="processes (GPUs) on this machine: re-runs this command under torchrun")
+    p.add_argument("--dist", choices=["ddp", "fsdp"], help="with several processes: DDP (default) or FSDP2")
+    p.add_argument("--preset", help="a training preset: myllm-1b or gpt2-124m (model, batch, schedule, phases)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_pretrain)
 
@@ -342,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
     except MyLLMError as e:

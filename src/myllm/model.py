@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from myllm.config import ModelConfig
+from myllm.losses import chunked_cross_entropy
 
 
 class RMSNorm(nn.Module):
@@ -191,6 +192,7 @@ class Transformer(nn.Module):
         start: int = 0,
         reduction: str = "mean",
         segments: torch.Tensor | None = None,
+        loss_chunk: int = 0,
     ) -> torch.Tensor:
         """Logits (B, T, V) or, with `targets`, the cross-entropy loss.
 
@@ -199,6 +201,8 @@ class Transformer(nn.Module):
         With `segments` (B, T), a row packs several sequences (ids 0, 0, 0, 1, 1, ...): each
         token attends only within its own sequence and its position restarts at 0, so a packed
         row computes exactly what its sequences would compute one by one.
+        With `loss_chunk` > 0 (and targets, reduction mean or sum) the loss is computed that many
+        tokens at a time and the full logits never exist (`myllm.losses`).
         """
         T = idx.shape[1]
         if start + T > self.cfg.context:
@@ -213,6 +217,9 @@ class Transformer(nn.Module):
         for layer in self.layers:
             x = layer(x, cos, sin, cache, start, mask)
         x = self.norm(x)
+        if targets is not None and loss_chunk > 0 and reduction in ("mean", "sum"):
+            return chunked_cross_entropy(x.reshape(-1, x.shape[-1]), self.embed_tokens.weight, targets.reshape(-1),
+                                         loss_chunk, reduction)
         logits = F.linear(x, self.embed_tokens.weight)
         if targets is None:
             return logits
