@@ -27,7 +27,7 @@ STEPS = ["--set", "train.max_steps=20", "--set", "train.ckpt_every=1", "--set", 
 
 def myllm(run_dir, *args, nproc=0, check=True, timeout=240):
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc else []
-    cmd = [sys.executable, *launcher, "-m", "myllm", "pretrain", "--run", str(run_dir), "--no-progress", *args]
+    cmd = [sys.executable, *launcher, "-m", "myllm", "pretrain", "--run-dir", str(run_dir), "--no-progress", *args]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -78,7 +78,7 @@ def test_two_ranks_equal_one_process_on_the_same_global_batch(mode, single, tiny
 @pytest.mark.slow
 def test_sharded_resume_is_exact_and_refuses_another_world_size(single, tiny_run):
     args = [*STEPS, "--set", "train.batch_size=2", "--dist", "fsdp"]
-    myllm(tiny_run, *args, "--max-steps", "12", nproc=2)
+    myllm(tiny_run, *args, "--set", "train.max_steps=12", nproc=2)
     ckpts = tiny_run / "checkpoints" / "pretrain"
     for ckpt in list_checkpoints(ckpts)[7:]:  # keep steps 1..7: as if killed after step 7's checkpoint
         shutil.rmtree(ckpt)
@@ -93,7 +93,10 @@ def test_sharded_resume_is_exact_and_refuses_another_world_size(single, tiny_run
 
 @pytest.mark.slow
 def test_full_checkpoint_resumes_on_another_world_size(single, tiny_run):
-    myllm(tiny_run, *STEPS, "--set", "train.batch_size=4", "--max-steps", "10")
+    shutil.copytree(single / "checkpoints", tiny_run / "checkpoints")
+    shutil.copy(single / "metrics.jsonl", tiny_run / "metrics.jsonl")
+    for ckpt in list_checkpoints(tiny_run / "checkpoints" / "pretrain")[10:]:  # as if stopped after step 10
+        shutil.rmtree(ckpt)
     myllm(tiny_run, *STEPS, "--set", "train.batch_size=2", "--resume", nproc=2)  # 1 process -> 2 ranks
     resumed, reference = losses(tiny_run), losses(single)
     assert resumed[:10] == reference[:10] and len(resumed) == 20
@@ -104,7 +107,7 @@ def test_full_checkpoint_resumes_on_another_world_size(single, tiny_run):
 @pytest.mark.slow
 def test_a_dying_rank_stops_the_others(tiny_run):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "myllm",
-           "pretrain", "--run", str(tiny_run), "--no-progress", "--max-steps", "100000", "--set",
+           "pretrain", "--run-dir", str(tiny_run), "--no-progress", "--max-steps", "100000", "--set",
            "train.batch_size=2", "--set", "train.eval_every=100000", "--set", "train.ckpt_every=100000"]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = tiny_run / "metrics.jsonl"

@@ -100,7 +100,8 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
-    """The command line to hand to torchrun: the same, minus `--nproc N`."""
+    """The command line to hand to torchrun: the same, minus `--nproc N`, with `--run` spelled `--run-dir`
+    (torchrun's own parser would take `--run` for its `--run-path`)."""
     out, skip = [], False
     for arg in argv:
         if skip:
@@ -108,7 +109,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
         elif arg == "--nproc":
             skip = True
         elif not arg.startswith("--nproc="):
-            out.append(arg)
+            out.append("--run-dir" + arg[5:] if arg == "--run" or arg.startswith("--run=") else arg)
     return out
 
 
@@ -294,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tokenizer)
 
     p = sub.add_parser("pretrain", help="pretrain on a run directory's shards")
-    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--run", "--run-dir", dest="run", required=True,
+                   help="run directory (under torchrun write --run-dir: torchrun reads --run as its --run-path)")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--time-budget", type=float, help="seconds; the LR schedule is fitted to it")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")

@@ -37,7 +37,7 @@ from myllm.train.checkpoint import (
 )
 from myllm.train.distributed import DistContext, all_mean, barrier, parallelize
 from myllm.train.optim import lr_at, make_optimizer
-from myllm.train.sharded import load_sharded, save_sharded
+from myllm.train.sharded import check_world_size, load_sharded, save_sharded
 
 
 class Batches(Protocol):
@@ -144,6 +144,8 @@ def train(
             raise MyLLMError(f"--resume: no checkpoint in {ckpt_root}; run without --resume to start training")
         check_compatible(path, model.cfg)
         state = read_state(path)
+        if sharded and state.get("sharded"):
+            check_world_size(path, ctx)
         if fingerprint and state.get("fingerprint") not in ("", fingerprint):
             raise MyLLMError(
                 f"--resume: checkpoint {path} was written with a different data or training config; "

@@ -61,6 +61,8 @@ def parse_phases(text: str) -> list[tuple[str, int]]:
 def resume_key(cfg: RunConfig, index: dict) -> str:
     """What a checkpoint must share with the config to be resumed: model, data and recipe."""
     train = {k: v for k, v in cfg.to_dict()["train"].items() if k not in RESUMABLE_CHANGES}
+    if cfg.train.global_batch:  # the recipe is the global batch: micro-batch and accumulation may change
+        del train["batch_size"], train["grad_accum"]
     blob = json.dumps({"model": cfg.to_dict()["model"], "train": train, "index": index}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

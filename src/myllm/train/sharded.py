@@ -63,18 +63,22 @@ def save_sharded(root: Path, step: int, model: torch.nn.Module, optimizer: torch
 
 def load_sharded(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ctx: DistContext) -> None:
     """Load weights and AdamW moments of a sharded checkpoint into an FSDP2 model of the same world size."""
-    saved = read_state(path).get("world_size")
-    if saved != ctx.world_size:
-        raise MyLLMError(
-            f"checkpoint {path} is sharded over {saved} ranks but this run has {ctx.world_size}; resume with "
-            f"--nproc {saved}, or start over (--restart)"
-        )
+    check_world_size(path, ctx)
     model_sd, optim_sd = get_state_dict(model, optimizer)
     blob = {"model": model_sd, "optim": optim_sd}
     dcp.load(blob, checkpoint_id=str(path / "dcp"))
     set_state_dict(model, optimizer, model_state_dict=blob["model"], optim_state_dict=blob["optim"])
     rng = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)["rng"]
     torch.set_rng_state(rng["torch"])
+
+
+def check_world_size(path: Path, ctx: DistContext) -> None:
+    saved = read_state(path).get("world_size")
+    if saved != ctx.world_size:
+        raise MyLLMError(
+            f"checkpoint {path} is sharded over {saved} ranks but this run has {ctx.world_size}; resume with "
+            f"--nproc {saved}, or start over (--restart)"
+        )
 
 
 def is_sharded(path: Path) -> bool:
