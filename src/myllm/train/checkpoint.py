@@ -67,8 +67,14 @@ def prune(root: Path, keep_last: int) -> None:
     """Keep the newest `keep_last` checkpoints; drop temp folders that a killed writer left."""
     for old in list_checkpoints(root)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob(".step-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_stale_writes(root)
+
+
+def remove_stale_writes(root: Path) -> None:
+    """Temp folders of checkpoint writes that a kill interrupted (never read: only `step-*` are)."""
+    if root.is_dir():
+        for stale in root.glob(".step-*"):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def file_sha256(path: Path) -> str:

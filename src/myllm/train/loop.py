@@ -33,6 +33,7 @@ from myllm.train.checkpoint import (
     load_training_state,
     load_weights,
     read_state,
+    remove_stale_writes,
     save_checkpoint,
 )
 from myllm.train.distributed import DistContext, all_mean, barrier, parallelize
@@ -171,6 +172,8 @@ def train(
         )
     elif ctx.is_main:
         metrics.clear(stage)
+    if ctx.is_main:
+        remove_stale_writes(ckpt_root)
     barrier(ctx)
 
     forward = parallelize(model, cfg, ctx, device)
