@@ -123,6 +123,7 @@ def test_twenty_sigkills_then_resume_give_the_uninterrupted_curve(tiny_run, tmp_
     assert not writes(ckpts)  # the leftovers of killed writes were cleaned up
 
 
+@pytest.mark.slow
 def test_a_torn_checkpoint_is_detected_and_the_one_before_used(tiny_run, tmp_path, capsys):
     reference = tmp_path / "reference"
     shutil.copytree(tiny_run, reference)

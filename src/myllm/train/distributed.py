@@ -14,6 +14,7 @@ not the module), so checkpoints and exports are the same with or without them.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import os
@@ -117,6 +118,17 @@ def batch_plan(cfg: TrainConfig, world_size: int, seq_len: int) -> BatchPlan:
 
 def compile_enabled(cfg: TrainConfig, device: torch.device) -> bool:
     return cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda")
+
+
+def attention_kernels(device: torch.device):
+    """On CUDA, SDPA is steered to the flash and memory-efficient kernels (cuDNN next, math last);
+    on CPU a no-op context, SDPA's own choice."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
+    return sdpa_kernel(order, set_priority=True)
 
 
 def apply_activation_checkpointing(model: torch.nn.Module) -> None:

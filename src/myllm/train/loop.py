@@ -36,7 +36,7 @@ from myllm.train.checkpoint import (
     remove_stale_writes,
     save_checkpoint,
 )
-from myllm.train.distributed import DistContext, all_mean, barrier, parallelize
+from myllm.train.distributed import DistContext, all_mean, attention_kernels, barrier, parallelize
 from myllm.train.optim import lr_at, make_optimizer
 from myllm.train.sharded import check_world_size, load_sharded, save_sharded
 
@@ -217,7 +217,8 @@ def train(
             for micro in range(accum):
                 batch = batches.next_batch()
                 with grad_sync(forward, ctx, micro == accum - 1):
-                    with torch.autocast(device_type=device.type, dtype=amp, enabled=amp is not None):
+                    with torch.autocast(device_type=device.type, dtype=amp, enabled=amp is not None), \
+                            attention_kernels(device):
                         out = loss_fn(forward, batch)
                     loss, more = out if isinstance(out, tuple) else (out, {})
                     (loss / accum).backward()
