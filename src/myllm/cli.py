@@ -253,7 +253,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
     if shape:
         model = dataclasses.replace(model, preset=f"{model.preset} (modified)", **shape)
     result = plan(model, tokens=a.tokens, gpus=a.gpus, gpu=a.gpu, dist=a.dist, micro_batch=a.micro_batch,
-                  checkpointing=a.checkpointing)
+                  checkpointing=a.checkpointing, loss_chunk=a.loss_chunk)
     print(json.dumps(result, indent=2) if a.json else format_plan(result))
     return 0
 
@@ -361,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dist", default="ddp", help="ddp, zero1, zero2 or fsdp (the per-GPU memory row marked <)")
     p.add_argument("--micro-batch", type=int, default=1, help="sequences of the full context per GPU per step")
     p.add_argument("--checkpointing", action="store_true", help="activation checkpointing of every layer")
+    p.add_argument("--loss-chunk", type=int, default=0, help="chunked cross-entropy: tokens per chunk (0 = whole)")
     p.add_argument("--json", action="store_true", help="print plan() as JSON")
     p.add_argument("--fit-time", type=float, metavar="SECONDS",
                    help="pick the shape and token count that minimize loss for this much training on this machine")
