@@ -408,8 +408,10 @@ RUN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 # Scale presets for `myllm pretrain --preset NAME` (applied over the run's config, before --set).
 # myllm-1b is the seed's design: 8 GPUs, data parallel, context 8,192, global batch 32 packed
 # sequences (4 per GPU, no accumulation) = 262,144 tokens per step; two data phases in order, math
-# text (12.54 B tokens) then general prose (15.00 B): 27.54 B tokens = ceil(27.54e9 / 262,144) =
-# 105,058 steps. gpt2-124m is the GPT-2 small-sized reference shape (nanoGPT's recipe: 0.5 M tokens/step).
+# text (12.54 B tokens, 47,837 steps) then general prose (15.00 B, 57,221 steps): 27.54 B tokens
+# in 105,058 steps (each phase ends on a whole step). Activation checkpointing and the chunked loss
+# (auto at this vocabulary) bring a rank to ~30 GB (`myllm plan`). gpt2-124m is the GPT-2
+# small-sized reference shape (nanoGPT's recipe: 0.5 M tokens/step).
 TRAIN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "myllm-1b": {
         "model": {"preset": "myllm-1b"},
