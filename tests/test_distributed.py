@@ -25,9 +25,13 @@ STEPS = ["--set", "train.max_steps=20", "--set", "train.ckpt_every=1", "--set", 
          "--set", "train.global_batch=4", "--set", "train.eval_every=100"]
 
 
-def myllm(run_dir, *args, nproc=0, check=True, timeout=240):
-    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc else []
-    cmd = [sys.executable, *launcher, "-m", "myllm", "pretrain", "--run-dir", str(run_dir), "--no-progress", *args]
+def myllm(run_dir, *args, nproc=0, check=True, timeout=240, flag=False):
+    """`torchrun ... -m myllm pretrain`, or with `flag` the `myllm pretrain --nproc N` shortcut."""
+    torchrun = nproc and not flag
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if torchrun else []
+    extra = ["--nproc", str(nproc)] if flag else []
+    cmd = [sys.executable, *launcher, "-m", "myllm", "pretrain", "--run-dir", str(run_dir), "--no-progress", *extra,
+           *args]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -60,7 +64,7 @@ def single(tiny_data, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_two_ranks_equal_one_process_on_the_same_global_batch(mode, single, tiny_run):
-    proc = myllm(tiny_run, *STEPS, "--set", "train.batch_size=2", "--dist", mode, nproc=2)
+    proc = myllm(tiny_run, *STEPS, "--set", "train.batch_size=2", "--dist", mode, nproc=2, flag=mode == "ddp")
     assert "global batch 4 sequences = micro-batch 2 x accumulation 1 x 2 ranks" in proc.stderr
     # one optimizer step: the same parameters
     assert max_diff(weights(tiny_run, 1), weights(single, 1)) <= 1e-5
@@ -143,3 +147,13 @@ def test_ranks_read_distinct_windows_that_make_up_the_global_batch(tiny_data):
 def test_nproc_larger_than_the_machine_is_refused():
     with pytest.raises(MyLLMError, match="--nproc 999 is more than the .* CPU cores"):
         launch(999, ["pretrain", "--run", "x"], device="cpu")
+
+
+def test_nproc_shortcut_hands_torchrun_the_same_command(tiny_run, capsys):
+    from myllm.cli import _without_nproc, main
+
+    assert _without_nproc(["pretrain", "--nproc", "2", "--run", "r", "--dist", "fsdp"]) == \
+        ["pretrain", "--run-dir", "r", "--dist", "fsdp"]
+    assert _without_nproc(["pretrain", "--nproc=2", "--run=r"]) == ["pretrain", "--run-dir=r"]
+    assert main(["pretrain", "--run", str(tiny_run), "--nproc", "64", "--set", "train.device=cpu"]) == 2
+    assert "--nproc 64 is more than the" in capsys.readouterr().err
