@@ -67,10 +67,14 @@ def test_two_ranks_equal_one_process_on_the_same_global_batch(mode, single, tiny
     proc = myllm(tiny_run, *STEPS, "--set", "train.batch_size=2", "--dist", mode, nproc=2, flag=mode == "ddp")
     assert "global batch 4 sequences = micro-batch 2 x accumulation 1 x 2 ranks" in proc.stderr
     # one optimizer step: the same parameters
-    assert max_diff(weights(tiny_run, 1), weights(single, 1)) <= 1e-5
+    step1 = max_diff(weights(tiny_run, 1), weights(single, 1))
+    step20 = max_diff(weights(tiny_run, 20), weights(single, 20))
+    curve = max(abs(a - b) for a, b in zip(losses(tiny_run), losses(single)))
+    print(f"{mode}: max |param diff| step 1 {step1:.2e}, step 20 {step20:.2e}; max |loss diff| 20 steps {curve:.2e}")
+    assert step1 <= 1e-5
     # 20 steps: the same loss curve (all-reduce order changes the last bits only)
     assert losses(tiny_run) == pytest.approx(losses(single), abs=2e-4)
-    assert max_diff(weights(tiny_run, 20), weights(single, 20)) <= 1e-4
+    assert step20 <= 1e-4
     # only rank 0 logged: one line per step
     assert len(losses(tiny_run)) == 20
     state = json.loads((list_checkpoints(tiny_run / "checkpoints" / "pretrain")[-1] / "state.json").read_text())

@@ -231,7 +231,8 @@ def format_plan(p: dict) -> str:
     out += [
         "  weights/grads/optimizer: bf16 weights+grads, fp32 master+2 Adam moments (16 B/param; CPU: fp32, 16 B);",
         "  zero1 shards the optimizer over GPUs, zero2 also grads, fsdp also weights; activations = tensors saved",
-        "  for backward (see activation_bytes_per_token); logits = fp32 log-probs + 2 gradients of B·T·V;",
+        "  for backward (see activation_bytes_per_token); logits = fp32 log-probs + 2 gradients of B·T·V",
+        "  (with --loss-chunk: of one chunk of tokens at a time, chunked cross-entropy);",
         "  total counts activations or checkpointed ones per the flag; max batch = largest micro-batch that fits",
     ]
     w = inf["weights_bytes"]
