@@ -112,6 +112,7 @@ def test_twenty_sigkills_then_resume_give_the_uninterrupted_curve(tiny_run, tmp_
         os.kill(pid, signal.SIGKILL)
         zygote.wait()
         killed_in_write += bool(writes(ckpts))
+    print(f"{killed_in_write} of {KILLS} kills landed inside a checkpoint write")
     assert killed_in_write >= KILLS // 4
     assert len(list_checkpoints(ckpts)) <= 3  # keep_last held through the kills
     zygote.start([*args, "--run", str(tiny_run), "--resume"])

@@ -180,6 +180,15 @@ def all_mean(value: float, ctx: DistContext, device: torch.device) -> float:
     return t.item() / ctx.world_size
 
 
+def all_max(value: float, ctx: DistContext, device: torch.device) -> float:
+    """The largest per-rank value: step times, so a time budget ends on the same step on every rank."""
+    if not ctx.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.item()
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         dist.barrier()

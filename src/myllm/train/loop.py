@@ -36,7 +36,7 @@ from myllm.train.checkpoint import (
     remove_stale_writes,
     save_checkpoint,
 )
-from myllm.train.distributed import DistContext, all_mean, attention_kernels, barrier, parallelize
+from myllm.train.distributed import DistContext, all_max, all_mean, attention_kernels, barrier, parallelize
 from myllm.train.optim import lr_at, make_optimizer
 from myllm.train.sharded import check_world_size, load_sharded, save_sharded
 
@@ -248,7 +248,7 @@ def train(
                 guard["bad_in_row"] = 0
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            dt = time.perf_counter() - t0
+            dt = all_max(time.perf_counter() - t0, ctx, device)  # one clock for all ranks
             step, tokens, elapsed = step + 1, tokens + step_tokens, elapsed + dt
             record = {"stage": stage, "step": step, "loss": round(loss_value, 5) if not bad else None, "lr": lr,
                       "grad_norm": round(grad_norm, 4) if not bad else None, "tok_s": round(step_tokens / dt, 1),

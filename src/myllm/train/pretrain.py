@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import torch
@@ -96,7 +95,7 @@ def pretrain(
         plan = batch_plan(cfg.train, ctx.world_size, seq_len)
         if ctx.is_main:
             mode = f", {ctx.mode}" if ctx.enabled or ctx.mode == "fsdp" else ""
-            print(f"pretrain: {plan.describe()}{mode}", file=sys.stderr)
+            print(f"pretrain: {plan.describe()}{mode}", flush=True)
         if restart and ctx.is_main:
             shutil.rmtree(run_dir / "checkpoints" / "pretrain", ignore_errors=True)
         barrier(ctx)
