@@ -93,8 +93,8 @@ def pretrain(
         device = local_device(device, ctx)
         seq_len = cfg.seq_len
         plan = batch_plan(cfg.train, ctx.world_size, seq_len)
-        if ctx.is_main:
-            mode = f", {ctx.mode}" if ctx.enabled or ctx.mode == "fsdp" else ""
+        if ctx.is_main and (ctx.mode != "none" or cfg.train.global_batch):  # one process: the bar says enough
+            mode = f", {ctx.mode}" if ctx.mode != "none" else ""
             print(f"pretrain: {plan.describe()}{mode}", flush=True)
         if restart and ctx.is_main:
             shutil.rmtree(run_dir / "checkpoints" / "pretrain", ignore_errors=True)
