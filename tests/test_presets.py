@@ -90,6 +90,8 @@ def test_phases_are_consumed_in_order_and_resume_mid_phase(tiny_data):
 
 
 def test_pretrain_runs_its_phases(tiny_run):
+    with pytest.raises(MyLLMError, match="train.phases names .*shards-a, which holds no shards"):
+        pretrain(tiny_run, load_run(tiny_run, ["train.phases=shards-a:512"]), show_progress=False)
     for name in ("shards-a", "shards-b"):
         shutil.copytree(tiny_run / "shards", tiny_run / name)
     cfg = load_run(tiny_run, ["train.phases=shards-a:512,shards-b:100000", "train.max_steps=4"])

@@ -78,6 +78,12 @@ def pretrain(
     run_dir = Path(run_dir)
     phases = parse_phases(cfg.train.phases)
     index = read_index(run_dir)
+    for folder, _ in phases:
+        if not (run_dir / folder / "index.json").is_file():
+            raise MyLLMError(
+                f"train.phases names {run_dir / folder}, which holds no shards (index.json); put that phase's "
+                f"shards there (laid out like {run_dir / 'shards'}, same tokenizer) or change train.phases"
+            )
     indexes = [read_index(run_dir, folder) for folder, _ in phases]
     for idx in [index, *indexes]:
         if idx["vocab_size"] > cfg.model.vocab_size:
