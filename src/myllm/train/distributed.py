@@ -194,6 +194,38 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
+def is_peer_failure(e: BaseException) -> bool:
+    """Errors a collective raises when a peer process is gone or silent (gloo/NCCL wording)."""
+    text = str(e).lower()
+    return isinstance(e, dist.DistBackendError) or any(
+        w in text for w in ("connection closed", "connection reset", "timed out", "timeout", "broken pipe",
+                            "peer", "nccl", "gloo"))
+
+
+def total_norm(norm: torch.Tensor) -> float:
+    """clip_grad_norm_'s result as a float (a DTensor under FSDP2: its full value)."""
+    full = getattr(norm, "full_tensor", None)
+    return (full() if full else norm).item()
+
+
+def grad_sync(forward: torch.nn.Module, ctx: DistContext, sync: bool):
+    """Skip the gradient all-reduce on all but the last micro-batch of a step (same result, less traffic)."""
+    if not ctx.enabled or sync:
+        return contextlib.nullcontext()
+    if hasattr(forward, "no_sync"):
+        return forward.no_sync()  # DDP
+    if hasattr(forward, "set_requires_gradient_sync"):  # FSDP2: flag, then restore before the last micro-batch
+        forward.set_requires_gradient_sync(False)
+
+        @contextlib.contextmanager
+        def restore():
+            yield
+            forward.set_requires_gradient_sync(True)
+
+        return restore()
+    return contextlib.nullcontext()
+
+
 def device_count(kind: str) -> int:
     """How many ranks a machine can take: its CUDA devices, or on CPU its cores."""
     if kind == "cuda" or (kind == "auto" and torch.cuda.is_available()):

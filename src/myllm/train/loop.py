@@ -6,11 +6,15 @@ clipping, AdamW, the scheduled learning rate. Every `eval_every` steps an evalua
 `ckpt_every` steps (and at the end) an atomic checkpoint with the data position and RNG, so
 `resume=True` continues exactly where the last checkpoint left off. One JSON line per logged
 step goes to `metrics.jsonl`; a progress bar shows loss, tok/s and ETA.
+
+A NaN/inf loss or gradient skips its step (counted as `skipped_steps`) and `max_bad_steps` in a
+row stop training; a loss above `spike_factor` x its running mean is logged as `loss_spike`.
+Under torchrun (`ctx`), see `myllm.train.distributed`: the loop is the same, with the model
+wrapped, losses averaged over ranks and the step time taken as the slowest rank's.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -36,7 +40,17 @@ from myllm.train.checkpoint import (
     remove_stale_writes,
     save_checkpoint,
 )
-from myllm.train.distributed import DistContext, all_max, all_mean, attention_kernels, barrier, parallelize
+from myllm.train.distributed import (
+    DistContext,
+    all_max,
+    all_mean,
+    attention_kernels,
+    barrier,
+    grad_sync,
+    is_peer_failure,
+    parallelize,
+    total_norm,
+)
 from myllm.train.optim import lr_at, make_optimizer
 from myllm.train.sharded import check_world_size, load_sharded, save_sharded
 
@@ -293,38 +307,6 @@ def train(
         ) from None
     bar.close()
     return TrainResult(step, tokens, elapsed, path, last_eval)
-
-
-def is_peer_failure(e: BaseException) -> bool:
-    """Errors a collective raises when a peer process is gone or silent (gloo/NCCL wording)."""
-    text = str(e).lower()
-    return isinstance(e, dist.DistBackendError) or any(
-        w in text for w in ("connection closed", "connection reset", "timed out", "timeout", "broken pipe",
-                            "peer", "nccl", "gloo"))
-
-
-def total_norm(norm: torch.Tensor) -> float:
-    """clip_grad_norm_'s result as a float (a DTensor under FSDP2: its full value)."""
-    full = getattr(norm, "full_tensor", None)
-    return (full() if full else norm).item()
-
-
-def grad_sync(forward: torch.nn.Module, ctx: DistContext, sync: bool):
-    """Skip the gradient all-reduce on all but the last micro-batch of a step (same result, less traffic)."""
-    if not ctx.enabled or sync:
-        return contextlib.nullcontext()
-    if hasattr(forward, "no_sync"):
-        return forward.no_sync()  # DDP
-    if hasattr(forward, "set_requires_gradient_sync"):  # FSDP2: flag, then restore before the last micro-batch
-        forward.set_requires_gradient_sync(False)
-
-        @contextlib.contextmanager
-        def restore():
-            yield
-            forward.set_requires_gradient_sync(True)
-
-        return restore()
-    return contextlib.nullcontext()
 
 
 SPIKE_WARMUP = 10  # steps before the running mean is trusted
