@@ -62,10 +62,12 @@ def single(tiny_data, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
-def test_two_ranks_equal_one_process_on_the_same_global_batch(mode, single, tiny_run):
-    proc = myllm(tiny_run, *STEPS, "--set", "train.batch_size=2", "--dist", mode, nproc=2, flag=mode == "ddp")
-    assert "global batch 4 sequences = micro-batch 2 x accumulation 1 x 2 ranks" in proc.stdout
+@pytest.mark.parametrize("mode,micro", [("ddp", 2), ("fsdp", 2), ("ddp", 1), ("fsdp", 1)])
+def test_two_ranks_equal_one_process_on_the_same_global_batch(mode, micro, single, tiny_run):
+    """Micro-batch 1 makes 2 accumulation steps: the gradient sync is skipped on the first (no_sync)."""
+    proc = myllm(tiny_run, *STEPS, "--set", f"train.batch_size={micro}", "--dist", mode, nproc=2,
+                 flag=mode == "ddp")
+    assert f"global batch 4 sequences = micro-batch {micro} x accumulation {2 // micro} x 2 ranks" in proc.stdout
     # one optimizer step: the same parameters
     step1 = max_diff(weights(tiny_run, 1), weights(single, 1))
     step20 = max_diff(weights(tiny_run, 20), weights(single, 20))
