@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -71,22 +72,45 @@ def cmd_tokenizer(a: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(a: argparse.Namespace) -> int:
+    from myllm.config import train_preset_overrides
     from myllm.run import BUDGET_MAX_STEPS, load_run, run_stage
+    from myllm.train.distributed import launch, launched_by_torchrun
     from myllm.train.pretrain import pretrain
 
     out = Path(a.run)
-    extra = []
+    extra = train_preset_overrides(a.preset) if a.preset else []
     if a.time_budget is not None:  # the budget is the stopping rule unless --max-steps is given too
         extra += [f"train.time_budget={float(a.time_budget)}", f"train.max_steps={BUDGET_MAX_STEPS}"]
     if a.max_steps is not None:
         extra.append(f"train.max_steps={a.max_steps}")
+    if a.dist is not None:
+        extra.append(f"train.dist={a.dist}")
     extra += a.overrides
     cfg = load_run(out, extra)
+    if a.nproc is not None and not launched_by_torchrun():
+        return launch(a.nproc, _without_nproc(a.argv), cfg.train.device)
+    if launched_by_torchrun() and int(os.environ["RANK"]) != 0:
+        pretrain(out, cfg, resume=a.resume, restart=a.restart, show_progress=False)  # rank 0 records the stage
+        return 0
     result = run_stage(out, "pretrain", cfg, lambda: pretrain(out, cfg, resume=a.resume, restart=a.restart,
                                                                show_progress=not a.no_progress))
     print(f"pretrain: step {result.step}, {result.tokens:,} tokens in {result.seconds:.0f}s; "
           f"checkpoint {result.checkpoint}; {result.last_eval}")
     return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line to hand to torchrun: the same, minus `--nproc N`, with `--run` spelled `--run-dir`
+    (torchrun's own parser would take `--run` for its `--run-path`)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append("--run-dir" + arg[5:] if arg == "--run" or arg.startswith("--run=") else arg)
+    return out
 
 
 def cmd_post(a: argparse.Namespace) -> int:
@@ -250,7 +274,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
     if shape:
         model = dataclasses.replace(model, preset=f"{model.preset} (modified)", **shape)
     result = plan(model, tokens=a.tokens, gpus=a.gpus, gpu=a.gpu, dist=a.dist, micro_batch=a.micro_batch,
-                  checkpointing=a.checkpointing)
+                  checkpointing=a.checkpointing, loss_chunk=a.loss_chunk)
     print(json.dumps(result, indent=2) if a.json else format_plan(result))
     return 0
 
@@ -292,12 +316,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tokenizer)
 
     p = sub.add_parser("pretrain", help="pretrain on a run directory's shards")
-    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--run", "--run-dir", dest="run", required=True,
+                   help="run directory (under torchrun write --run-dir: torchrun reads --run as its --run-path)")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--time-budget", type=float, help="seconds; the LR schedule is fitted to it")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     p.add_argument("--restart", action="store_true", help="discard this stage's checkpoints and start over")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--nproc", type=int, help="processes (GPUs) on this machine: re-runs this command under torchrun")
+    p.add_argument("--dist", choices=["ddp", "fsdp"], help="with several processes: DDP (default) or FSDP2")
+    p.add_argument("--preset", help="a training preset: myllm-1b or gpt2-124m (model, batch, schedule, phases)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_pretrain)
 
@@ -368,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dist", default="ddp", help="ddp, zero1, zero2 or fsdp (the per-GPU memory row marked <)")
     p.add_argument("--micro-batch", type=int, default=1, help="sequences of the full context per GPU per step")
     p.add_argument("--checkpointing", action="store_true", help="activation checkpointing of every layer")
+    p.add_argument("--loss-chunk", type=int, default=0, help="chunked cross-entropy: tokens per chunk (0 = whole)")
     p.add_argument("--json", action="store_true", help="print plan() as JSON")
     p.add_argument("--fit-time", type=float, metavar="SECONDS",
                    help="pick the shape and token count that minimize loss for this much training on this machine")
@@ -377,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
     except MyLLMError as e:

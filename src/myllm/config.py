@@ -200,8 +200,17 @@ class TrainConfig:
     keep_last: int = 2
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    compile: bool = False
+    compile: str = "auto"  # auto (on for CUDA, off for CPU) | true | false
     threads: int = 0  # CPU threads; 0 = torch's default
+    # Scale (see myllm.train.distributed): how the step is spread over ranks, and its safety switches.
+    dist: str = "ddp"  # with several ranks (torchrun): ddp (replicate) or fsdp (FSDP2, shard per block)
+    global_batch: int = 0  # sequences per optimizer step over all ranks; 0 = batch_size x grad_accum x ranks
+    activation_checkpointing: bool = False  # recompute each block in backward: activations ~L x smaller
+    loss_chunk: int = 0  # tokens per cross-entropy chunk (logits never whole); 0 = auto (vocab >= 32768), -1 off
+    max_bad_steps: int = 5  # NaN/inf loss: skip the step; stop after this many in a row
+    spike_factor: float = 2.0  # a loss above this x its running mean is logged as a spike
+    dist_timeout: float = 600.0  # seconds a rank waits for the others before giving up
+    phases: str = ""  # ordered data phases "SHARDS_DIR:TOKENS,..." (dirs relative to the run); "" = shards/
 
     def validate(self) -> None:
         for name in ("batch_size", "grad_accum", "max_steps", "eval_every", "ckpt_every", "keep_last"):
@@ -213,6 +222,14 @@ class TrainConfig:
             raise ConfigError("train.seq_len, train.warmup_steps and train.time_budget must be >= 0")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"train.device = {self.device!r}; choose auto, cpu or cuda")
+        self.compile = str(self.compile).lower()
+        if self.compile not in ("auto", "true", "false"):
+            raise ConfigError(f"train.compile = {self.compile!r}; choose auto, true or false")
+        if self.dist not in ("ddp", "fsdp"):
+            raise ConfigError(f"train.dist = {self.dist!r}; choose ddp or fsdp")
+        if self.global_batch < 0 or self.loss_chunk < -1 or self.max_bad_steps < 1 or self.dist_timeout <= 0:
+            raise ConfigError("train.global_batch must be >= 0, train.loss_chunk >= -1, train.max_bad_steps >= 1, "
+                              "train.dist_timeout > 0")
 
 
 @dataclass
@@ -254,7 +271,7 @@ class PostTrainConfig:
             base, batch_size=self.batch_size, grad_accum=1, max_steps=self.max_steps, time_budget=0.0, lr=self.lr,
             min_lr_ratio=self.min_lr_ratio, warmup_steps=self.warmup_steps, weight_decay=self.weight_decay,
             grad_clip=self.grad_clip, eval_every=self.max_steps, ckpt_every=max(self.max_steps // 2, 1), keep_last=1,
-            seed=self.seed, compile=False)
+            seed=self.seed, compile="false", global_batch=0, phases="")
 
 
 @dataclass
@@ -392,6 +409,38 @@ RUN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "grpo": {"examples": 50, "max_steps": 3, "batch_size": 4, "group_size": 4},
     },
 }
+
+
+# Scale presets for `myllm pretrain --preset NAME` (applied over the run's config, before --set).
+# myllm-1b is the seed's design: 8 GPUs, data parallel, context 8,192, global batch 32 packed
+# sequences (4 per GPU, no accumulation) = 262,144 tokens per step; two data phases in order, math
+# text (12.54 B tokens, 47,837 steps) then general prose (15.00 B, 57,221 steps): 27.54 B tokens
+# in 105,058 steps (each phase ends on a whole step). Activation checkpointing and the chunked loss
+# (auto at this vocabulary) bring a rank to ~30 GB (`myllm plan`). gpt2-124m is the GPT-2
+# small-sized reference shape (nanoGPT's recipe: 0.5 M tokens/step).
+TRAIN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "myllm-1b": {
+        "model": {"preset": "myllm-1b"},
+        "train": {"dist": "ddp", "batch_size": 4, "grad_accum": 1, "global_batch": 32, "seq_len": 8192,
+                  "max_steps": 105058, "lr": 3e-4, "min_lr_ratio": 0.1, "warmup_steps": 2000, "weight_decay": 0.1,
+                  "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0, "eval_every": 1000, "ckpt_every": 1000,
+                  "keep_last": 3, "activation_checkpointing": True, "compile": "auto",
+                  "phases": "shards-math:12540000000,shards-prose:15000000000"},
+    },
+    "gpt2-124m": {
+        "model": {"preset": "gpt2-124m"},
+        "train": {"dist": "ddp", "batch_size": 16, "global_batch": 512, "seq_len": 1024, "max_steps": 19073,
+                  "lr": 6e-4, "min_lr_ratio": 0.1, "warmup_steps": 715, "weight_decay": 0.1, "grad_clip": 1.0,
+                  "eval_every": 250, "ckpt_every": 1000, "keep_last": 3, "compile": "auto"},
+    },
+}
+
+
+def train_preset_overrides(name: str) -> list[str]:
+    """`--preset NAME` as `--set` strings, so a preset is exactly what one could type by hand."""
+    if name not in TRAIN_PRESETS:
+        raise ConfigError(f"unknown training preset {name!r}; choose from {', '.join(TRAIN_PRESETS)}")
+    return [f"{k}={v}" for k, v in _preset_first(flatten(TRAIN_PRESETS[name])).items()]
 
 
 def parse_value(text: str) -> Any:

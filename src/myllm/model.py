@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from myllm.config import ModelConfig
+from myllm.losses import chunked_cross_entropy
 
 
 class RMSNorm(nn.Module):
@@ -202,6 +203,7 @@ class Transformer(nn.Module):
         reduction: str = "mean",
         segments: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
+        loss_chunk: int = 0,
     ) -> torch.Tensor:
         """Logits (B, T, V) or, with `targets`, the cross-entropy loss.
 
@@ -212,6 +214,8 @@ class Transformer(nn.Module):
         row computes exactly what its sequences would compute one by one.
         With `cache` and `positions` (B,), each row feeds one token at its own position: rows of
         different lengths decode together (the serving engine's continuous batching).
+        With `loss_chunk` > 0 (and targets, reduction mean or sum) the loss is computed that many
+        tokens at a time and the full logits never exist (`myllm.losses`).
         """
         T = idx.shape[1]
         if start + T > self.cfg.context:
@@ -234,6 +238,9 @@ class Transformer(nn.Module):
         for layer in self.layers:
             x = layer(x, cos, sin, cache, start, mask, positions)
         x = self.norm(x)
+        if targets is not None and loss_chunk > 0 and reduction in ("mean", "sum"):
+            return chunked_cross_entropy(x.reshape(-1, x.shape[-1]), self.embed_tokens.weight, targets.reshape(-1),
+                                         loss_chunk, reduction)
         logits = F.linear(x, self.embed_tokens.weight)
         if targets is None:
             return logits

@@ -125,7 +125,7 @@ def check_choice(kind: str, value: str, choices) -> None:
 
 
 def plan(cfg: ModelConfig, tokens: float | None = None, gpus: int = 1, gpu: str = "h100", dist: str = "ddp",
-         micro_batch: int = 1, checkpointing: bool = False) -> dict:
+         micro_batch: int = 1, checkpointing: bool = False, loss_chunk: int = 0) -> dict:
     """Everything `myllm plan` reports, as a JSON-ready dict (bytes, FLOPs, seconds, dollars)."""
     cfg.validate()
     check_choice("--gpu", gpu, GPUS)
@@ -146,16 +146,18 @@ def plan(cfg: ModelConfig, tokens: float | None = None, gpus: int = 1, gpu: str 
     seconds = per_token * tokens / (gpus * peak * mfu)
     step_tokens = gpus * micro_batch * T
     act = activation_bytes_per_token(cfg, mixed=gpu != "cpu")
-    seq_bytes = T * (act["checkpointed" if checkpointing else "all_layers"] + act["logits"])
+    # Chunked cross-entropy (train.loss_chunk) holds one chunk's logits at a time, not B·T·V.
+    logits = loss_chunk * act["logits"] if loss_chunk else micro_batch * T * act["logits"]
+    seq_bytes = T * act["checkpointed" if checkpointing else "all_layers"] + (0 if loss_chunk else T * act["logits"])
     memory = {}
     for d in DISTS:
         s = state_bytes(n, gpu, d, gpus)
         static = sum(s.values())
         memory[d] = {**s, "activations": micro_batch * T * act["all_layers"],
                      "activations_checkpointed": micro_batch * T * act["checkpointed"],
-                     "logits": micro_batch * T * act["logits"]}
-        memory[d]["total"] = static + micro_batch * seq_bytes
-        memory[d]["max_micro_batch"] = max(0, int((capacity - static) // seq_bytes))
+                     "logits": logits}
+        memory[d]["total"] = static + micro_batch * seq_bytes + (logits if loss_chunk else 0)
+        memory[d]["max_micro_batch"] = max(0, int((capacity - static - (logits if loss_chunk else 0)) // seq_bytes))
     kv_bytes = 2 if gpu != "cpu" else 4  # the engine's cache dtype: bf16 on GPU, fp32 on CPU
     kv_token = 2 * L * cfg.n_kv_heads * cfg.head_dim * kv_bytes
     weights_bf16 = n * WEIGHT_FORMATS["bf16"]
@@ -170,7 +172,8 @@ def plan(cfg: ModelConfig, tokens: float | None = None, gpus: int = 1, gpu: str 
             "seconds": seconds, "gpu_hours": seconds * gpus / 3600, "cost_usd": seconds * gpus / 3600 * price,
             "micro_batch": micro_batch, "tokens_per_step": step_tokens, "steps": math.ceil(tokens / step_tokens),
         },
-        "memory": {"dist": dist, "checkpointing": checkpointing, "capacity_bytes": capacity, "per_gpu": memory},
+        "memory": {"dist": dist, "checkpointing": checkpointing, "loss_chunk": loss_chunk, "capacity_bytes": capacity,
+                   "per_gpu": memory},
         "inference": {
             "weights_bytes": {f: n * b for f, b in WEIGHT_FORMATS.items()},
             "kv_bytes_per_value": kv_bytes, "kv_cache_bytes_per_token": kv_token,
@@ -228,7 +231,8 @@ def format_plan(p: dict) -> str:
     out += [
         "  weights/grads/optimizer: bf16 weights+grads, fp32 master+2 Adam moments (16 B/param; CPU: fp32, 16 B);",
         "  zero1 shards the optimizer over GPUs, zero2 also grads, fsdp also weights; activations = tensors saved",
-        "  for backward (see activation_bytes_per_token); logits = fp32 log-probs + 2 gradients of B·T·V;",
+        "  for backward (see activation_bytes_per_token); logits = fp32 log-probs + 2 gradients of B·T·V",
+        "  (with --loss-chunk: of one chunk of tokens at a time, chunked cross-entropy);",
         "  total counts activations or checkpointed ones per the flag; max batch = largest micro-batch that fits",
     ]
     w = inf["weights_bytes"]

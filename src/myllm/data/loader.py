@@ -69,14 +69,60 @@ class TrainBatches:
                 "batch_size": self.batch_size, "world_size": self.world_size}
 
     def load_state_dict(self, state: dict) -> None:
-        for key in ("seed", "seq_len", "world_size"):
+        """Continue where the checkpoint stopped, also on another world size.
+
+        Rank r's i-th window is window i x world_size + r of the epoch's order, so `pos` x
+        world_size windows of the epoch are spent whatever the world size; on a new world size
+        each rank starts at the first unspent window (rounded up: none is seen twice). The data
+        order is then the same, but the batches' grouping differs: not bit-exact.
+        """
+        for key in ("seed", "seq_len"):
             if state[key] != getattr(self, key):
                 raise MyLLMError(
                     f"checkpoint data position was saved with {key}={state[key]}, now {getattr(self, key)}; "
                     "resume with the same config or start a new run"
                 )
         self.epoch, self.pos = state["epoch"], state["pos"]
+        if state["world_size"] != self.world_size:
+            spent = state["pos"] * state["world_size"]
+            self.pos = -(-spent // self.world_size)
         self._order = self._epoch_order(self.epoch)
+
+
+class PhasedBatches:
+    """Data phases consumed in order: (reader, token budget) each; the next starts when one's budget is spent.
+
+    Budgets count the tokens trained on by all ranks together (`world_size` x this rank's). A
+    phase whose split is smaller than its budget wraps around (more epochs). The state is the
+    phase, its tokens spent, and that phase's loader position.
+    """
+
+    def __init__(self, phases: list[tuple[ShardReader, int]], batch_size: int, seq_len: int, seed: int,
+                 rank: int = 0, world_size: int = 1):
+        if not phases:
+            raise MyLLMError("train.phases names no phase; give SHARDS_DIR:TOKENS,... or leave it empty")
+        self.budgets = [budget for _, budget in phases]
+        self.loaders = [TrainBatches(reader, batch_size, seq_len, seed + i, rank, world_size)
+                        for i, (reader, _) in enumerate(phases)]
+        self.world_size, self.phase, self.spent = world_size, 0, 0
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.spent >= self.budgets[self.phase] and self.phase < len(self.loaders) - 1:
+            self.phase, self.spent = self.phase + 1, 0
+        x, y = self.loaders[self.phase].next_batch()
+        self.spent += x.numel() * self.world_size
+        return x, y
+
+    def state_dict(self) -> dict:
+        return {"phase": self.phase, "spent": self.spent, "inner": self.loaders[self.phase].state_dict(),
+                "seed": self.loaders[0].seed, "seq_len": self.loaders[0].seq_len, "world_size": self.world_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "phase" not in state:
+            raise MyLLMError("the checkpoint was trained without data phases; resume with train.phases = \"\"")
+        self.phase = state["phase"]
+        self.spent = state["spent"]  # tokens over all ranks: the same on any world size
+        self.loaders[self.phase].load_state_dict(state["inner"])
 
 
 def eval_batches(

@@ -6,18 +6,24 @@
 - `optim.pt`: AdamW moments and RNG states, tensors only, read back with
   `torch.load(weights_only=True)` so loading cannot execute code.
 - `state.json`: step, tokens seen, elapsed seconds, the data loader's position, the model
-  shape, and the run fingerprint that says which config produced it.
+  shape, the run fingerprint that says which config produced it, and the SHA-256 of every
+  other file (`checksums`), written last.
 
 A checkpoint directory is built in a temp folder and renamed into place, so a directory named
-`step-*` is always complete; the last `keep_last` are kept.
+`step-*` is always complete; the last `keep_last` are kept. A checkpoint whose files do not match
+their checksums (a torn write on a filesystem without atomic rename, a disk error, a partial
+copy) is skipped on resume in favour of the one before it (`latest_valid_checkpoint`).
+FSDP runs write sharded checkpoints (see `myllm.train.sharded`) with the same layout rules.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +58,63 @@ def save_checkpoint(
         full_state = {"step": step, **state}
         if cfg is not None:
             full_state["model_config"] = dataclasses.asdict(cfg)
-        (tmp / "state.json").write_text(json.dumps(full_state, indent=2) + "\n")
+        write_state(tmp, full_state)
+    prune(root, keep_last)
+    return path
+
+
+def prune(root: Path, keep_last: int) -> None:
+    """Keep the newest `keep_last` checkpoints; drop temp folders that a killed writer left."""
     for old in list_checkpoints(root)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
-    return path
+    remove_stale_writes(root)
+
+
+def remove_stale_writes(root: Path) -> None:
+    """Temp folders of checkpoint writes that a kill interrupted (never read: only `step-*` are)."""
+    if root.is_dir():
+        for stale in root.glob(".step-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_state(folder: Path, state: dict[str, Any]) -> None:
+    """state.json, written last, with the checksum of every other file in `folder`."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "state.json")
+    state = {**state, "checksums": {str(p.relative_to(folder)): file_sha256(p) for p in files}}
+    (folder / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why checkpoint `path` cannot be trusted (unreadable state, missing or changed file), or None."""
+    try:
+        state = json.loads((path / "state.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        return f"state.json unreadable ({e})"
+    for name, digest in state.get("checksums", {}).items():
+        f = path / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if file_sha256(f) != digest:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def latest_valid_checkpoint(root: Path) -> Path | None:
+    """The newest checkpoint whose files match their checksums; torn ones are named and skipped."""
+    for path in reversed(list_checkpoints(root)):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        print(f"myllm: checkpoint {path} is torn ({problem}); using the one before it", file=sys.stderr)
+    return None
 
 
 def list_checkpoints(root: Path) -> list[Path]:
