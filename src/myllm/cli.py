@@ -206,6 +206,15 @@ def cmd_generate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_hf(a: argparse.Namespace) -> int:
+    from myllm.export.hf import export_hf
+
+    run_dir = Path(a.run_dir)
+    out = export_hf(run_dir, Path(a.out) if a.out else run_dir / "export" / "hf", a.stage)
+    print(f"exported {out}")
+    return 0
+
+
 def cmd_plan(a: argparse.Namespace) -> int:
     import dataclasses
 
@@ -321,6 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", help="system prompt")
     _add_sampling_flags(p)
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("export", help="export a run's model: a Hugging Face directory or a llama.cpp GGUF file")
+    export_sub = p.add_subparsers(dest="export_format", required=True)
+    q = export_sub.add_parser("hf", help="a directory transformers loads (LlamaForCausalLM, tokenizer, chat template)")
+    q.add_argument("run_dir", metavar="RUN_DIR")
+    q.add_argument("--stage", choices=["pretrain", "sft", "dpo", "grpo"], help="default: the run's final model")
+    q.add_argument("--out", help="output directory (default: RUN_DIR/export/hf)")
+    q.set_defaults(func=cmd_export_hf)
 
     p = sub.add_parser("plan", help="parameters, training FLOPs/time/cost/memory and inference costs of a model shape")
     p.add_argument("--preset", default="small")
