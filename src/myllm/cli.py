@@ -215,6 +215,16 @@ def cmd_export_hf(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_gguf(a: argparse.Namespace) -> int:
+    from myllm.export.gguf import export_gguf
+
+    run_dir = Path(a.run_dir)
+    out = Path(a.out) if a.out else run_dir / "export" / f"model-{a.kind}.gguf"
+    out = export_gguf(run_dir, out, a.kind, a.stage)
+    print(f"exported {out} ({out.stat().st_size / 2**20:.2f} MiB)")
+    return 0
+
+
 def cmd_plan(a: argparse.Namespace) -> int:
     import dataclasses
 
@@ -338,6 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--stage", choices=["pretrain", "sft", "dpo", "grpo"], help="default: the run's final model")
     q.add_argument("--out", help="output directory (default: RUN_DIR/export/hf)")
     q.set_defaults(func=cmd_export_hf)
+    q = export_sub.add_parser("gguf", help="one GGUF file for llama.cpp / Ollama (llama architecture, BPE tokenizer)")
+    q.add_argument("run_dir", metavar="RUN_DIR")
+    q.add_argument("--type", dest="kind", default="f16", choices=["f32", "f16", "q8_0", "q4_0"],
+                   help="weight type of the 2-D tensors (default f16; norms stay f32)")
+    q.add_argument("--stage", choices=["pretrain", "sft", "dpo", "grpo"], help="default: the run's final model")
+    q.add_argument("--out", help="output file (default: RUN_DIR/export/model-TYPE.gguf)")
+    q.set_defaults(func=cmd_export_gguf)
 
     p = sub.add_parser("plan", help="parameters, training FLOPs/time/cost/memory and inference costs of a model shape")
     p.add_argument("--preset", default="small")
