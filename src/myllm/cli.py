@@ -117,6 +117,7 @@ def cmd_post(a: argparse.Namespace) -> int:
 
 def cmd_chat(a: argparse.Namespace) -> int:
     from myllm.infer.chat_repl import ChatSession, repl
+    from myllm.infer.quant import quantized_path
     from myllm.run import load_run
     from myllm.tokenizer import Tokenizer
     from myllm.train.checkpoint import latest_checkpoint, load_model
@@ -124,7 +125,10 @@ def cmd_chat(a: argparse.Namespace) -> int:
 
     out = Path(a.run)
     cfg = load_run(out)
-    if a.checkpoint:
+    if a.quantized:
+        path = quantized_path(out, a.quantized)
+        model = _load_for_inference(a, out, None)
+    elif a.checkpoint:
         path = Path(a.checkpoint)
     elif a.stage:
         path = latest_checkpoint(out / "checkpoints" / a.stage)
@@ -133,7 +137,8 @@ def cmd_chat(a: argparse.Namespace) -> int:
                              "or pick another --stage")
     else:
         path = final_model_checkpoint(out)
-    model = load_model(path)
+    if not a.quantized:
+        model = load_model(path)
     tok = Tokenizer.load(out / "tokenizer" / "tokenizer.json")
     print(f"model: {path}")
     repl(ChatSession(model, tok, _sampling(a, cfg, tok), a.system or ""))
@@ -185,11 +190,10 @@ def cmd_generate(a: argparse.Namespace) -> int:
     from myllm.infer.engine import stream
     from myllm.run import load_run
     from myllm.tokenizer import Tokenizer
-    from myllm.train.checkpoint import load_model
 
     out = Path(a.run)
     cfg = load_run(out)
-    model = load_model(Path(a.checkpoint) if a.checkpoint else final_checkpoint(out))
+    model = _load_for_inference(a, out, lambda: final_checkpoint(out))
     tok = Tokenizer.load(out / "tokenizer" / "tokenizer.json")
     params = _sampling(a, cfg, tok)
     sys.stdout.write(a.prompt)
@@ -223,6 +227,33 @@ def cmd_export_gguf(a: argparse.Namespace) -> int:
     out = export_gguf(run_dir, out, a.kind, a.stage)
     print(f"exported {out} ({out.stat().st_size / 2**20:.2f} MiB)")
     return 0
+
+
+def cmd_quantize(a: argparse.Namespace) -> int:
+    from myllm.infer.quant import quantize_run
+
+    r = quantize_run(Path(a.run_dir), a.bits, a.group_size, a.stage, evaluate=not a.no_eval)
+    group = f", group size {r['group_size']}" if r["group_size"] else ""
+    print(f"int{r['bits']}{group}: {r['path']}: {r['bytes']:,} bytes vs fp32 {r['fp32_bytes']:,} "
+          f"({r['size_ratio']:.3f}x)")
+    if "bpb_ratio" in r:
+        print(f"val bpb: {r['quantized_val_bpb']:.5f} vs fp32 {r['fp32_val_bpb']:.5f} ({r['bpb_ratio'] - 1:+.2%})")
+    return 0
+
+
+def _load_for_inference(a: argparse.Namespace, out: Path, default):
+    """The model `generate`/`chat` use: a quantized file (`--quantized 8|4`), a checkpoint, or `default()`."""
+    from myllm.train.checkpoint import load_model
+
+    if getattr(a, "quantized", None):
+        from myllm.infer.quant import load_quantized, quantized_path
+
+        path = quantized_path(out, a.quantized)
+        if not path.is_file():
+            raise MyLLMError(f"{path} not found; create it with `myllm quantize {out} --bits {a.quantized}`")
+        print(f"model: {path}", file=sys.stderr)
+        return load_quantized(path)
+    return load_model(Path(a.checkpoint) if a.checkpoint else default())
 
 
 def cmd_plan(a: argparse.Namespace) -> int:
@@ -312,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True)
     p.add_argument("--prompt", default="")
     p.add_argument("--checkpoint", help="a checkpoints/<stage>/step-* directory (default: the final pretrain one)")
+    p.add_argument("--quantized", type=int, choices=[8, 4], help="use the model saved by `myllm quantize --bits N`")
     _add_sampling_flags(p)
     p.set_defaults(func=cmd_generate)
 
@@ -338,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="whose model (default: the last trained stage)")
     p.add_argument("--checkpoint", help="a checkpoints/<stage>/step-* directory")
     p.add_argument("--system", help="system prompt")
+    p.add_argument("--quantized", type=int, choices=[8, 4], help="use the model saved by `myllm quantize --bits N`")
     _add_sampling_flags(p)
     p.set_defaults(func=cmd_chat)
 
@@ -355,6 +388,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--stage", choices=["pretrain", "sft", "dpo", "grpo"], help="default: the run's final model")
     q.add_argument("--out", help="output file (default: RUN_DIR/export/model-TYPE.gguf)")
     q.set_defaults(func=cmd_export_gguf)
+
+    p = sub.add_parser("quantize", help="weight-only int8/int4 copy of a run's model, with its size and val bpb")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--bits", type=int, choices=[8, 4], required=True)
+    p.add_argument("--group-size", type=int, help="int4: weights per scale (default quant.group_size, 32)")
+    p.add_argument("--stage", choices=["pretrain", "sft", "dpo", "grpo"], help="default: the run's final model")
+    p.add_argument("--no-eval", action="store_true", help="skip the val bits-per-byte comparison")
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("plan", help="parameters, training FLOPs/time/cost/memory and inference costs of a model shape")
     p.add_argument("--preset", default="small")
