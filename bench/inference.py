@@ -82,6 +82,44 @@ def llama_cpp_decode(gguf: Path, prompt: list[int], new: int, repeats: int, n_ct
     return new / best_time(run, repeats)
 
 
+def gguf_agreement(run: Path, tmp: Path, model, stage: str | None, n_texts: int = 50) -> None:
+    """llama.cpp vs MyLLM on the run's val text: tokenization, F32/Q8_0/Q4_0 logits, greedy continuation."""
+    import json
+
+    import llama_cpp
+    import numpy as np
+
+    from myllm.export.gguf import export_gguf
+    from myllm.tokenizer import Tokenizer
+
+    tok = Tokenizer.load(run / "tokenizer")
+    with open(run / "corpus" / "val.jsonl", encoding="utf-8") as f:
+        texts = [json.loads(line)["text"] for line, _ in zip(f, range(n_texts))]
+    ctx = model.cfg.context
+    ids = ([tok.bos_id] + tok.encode(texts[0]))[:ctx]
+    with torch.no_grad():
+        ours = model(torch.tensor([ids]))[0].numpy()
+    for kind in ("f32", "q8_0", "q4_0"):
+        path = export_gguf(run, tmp / f"acc-{kind}.gguf", kind, stage)
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=ctx, logits_all=True, type_k=0, type_v=0, verbose=False,
+                              n_threads=torch.get_num_threads())
+        if kind == "f32":
+            same = sum(llm.tokenize(t.encode(), add_bos=False, special=False) == tok.encode(t) for t in texts)
+            n_tok = sum(len(tok.encode(t)) for t in texts)
+            print(f"llama.cpp tokenization: {same}/{len(texts)} val documents ({n_tok:,} tokens) identical")
+            prompt = ids[:16]
+            mine = generate(model, prompt, SamplingParams(max_new_tokens=40, temperature=0))
+            theirs = [t for t, _ in zip(llm.generate(prompt, top_k=1, temp=0.0, repeat_penalty=1.0), range(40))]
+            print(f"llama.cpp F32 greedy continuation, 40 tokens: {'identical' if theirs == mine else 'DIFFERENT'}")
+        llm.reset()
+        llm.eval(ids)
+        theirs = np.array(llm.scores[: len(ids)])
+        diff, top1 = np.abs(theirs - ours), (theirs.argmax(-1) == ours.argmax(-1)).mean()
+        print(f"llama.cpp {kind:5s} logits vs MyLLM fp32 ({len(ids)} positions): max |diff| {diff.max():.2e}, "
+              f"mean |diff| / std {diff.mean() / ours.std():.4f}, top-1 agreement {top1:.1%}")
+        del llm
+
+
 def batched(model, prompt: list[int], new: int, batch: int, repeats: int) -> float:
     params = SamplingParams(max_new_tokens=new, temperature=0)
     return batch * new / best_time(lambda: generate_many(model, [prompt] * batch, params), repeats)
@@ -93,14 +131,15 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=200, help="new tokens per generation")
     ap.add_argument("--prompt-tokens", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--skip", default="", help="comma-separated peers to skip: hf,llama")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: hf,llama,accuracy")
+    ap.add_argument("--stage", choices=["pretrain", "sft", "dpo", "grpo"], help="default: the run's final model")
     a = ap.parse_args()
 
     from myllm.export import export_checkpoint
     from myllm.train.checkpoint import load_model
 
     run = Path(a.run)
-    ckpt = export_checkpoint(run)
+    ckpt = export_checkpoint(run, a.stage)
     model = load_model(ckpt)
     cfg = model.cfg
     new = min(a.tokens, cfg.context - a.prompt_tokens)
@@ -117,14 +156,16 @@ def main() -> None:
         if "hf" not in skip:
             from myllm.export.hf import export_hf
 
-            hf = hf_decode(export_hf(run, Path(tmp) / "hf"), prompt, new, a.repeats)
+            hf = hf_decode(export_hf(run, Path(tmp) / "hf", a.stage), prompt, new, a.repeats)
             print(f"transformers generate (HF export):    {hf:8.1f} tok/s   MyLLM / transformers = {ours / hf:.2f}x")
         if "llama" not in skip:
             from myllm.export.gguf import export_gguf
 
-            path = export_gguf(run, Path(tmp) / "m.gguf", "f32")
+            path = export_gguf(run, Path(tmp) / "m.gguf", "f32", a.stage)
             lc = llama_cpp_decode(path, prompt, new, a.repeats, cfg.context)
             print(f"llama.cpp (F32 GGUF, F32 KV cache):   {lc:8.1f} tok/s   MyLLM / llama.cpp = {ours / lc:.2f}x")
+        if "accuracy" not in skip:
+            gguf_agreement(run, Path(tmp), model, a.stage)
     for batch in (1, 8, 32):
         tps = batched(model, prompt, new, batch, a.repeats)
         print(f"MyLLM generate_many, batch {batch:2d}:        {tps:8.1f} tok/s")

@@ -392,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help="weight-only int8/int4 copy of a run's model, with its size and val bpb")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--bits", type=int, choices=[8, 4], required=True)
-    p.add_argument("--group-size", type=int, help="int4: weights per scale (default quant.group_size, 32)")
+    p.add_argument("--group-size", type=int, help="int4: weights per scale (default quant.group_size, 64)")
     p.add_argument("--stage", choices=["pretrain", "sft", "dpo", "grpo"], help="default: the run's final model")
     p.add_argument("--no-eval", action="store_true", help="skip the val bits-per-byte comparison")
     p.set_defaults(func=cmd_quantize)

@@ -329,7 +329,7 @@ class QuantConfig:
     with one scale per `group_size` consecutive input weights of a row (two values per byte)."""
 
     bits: int = 8
-    group_size: int = 32
+    group_size: int = 64  # on the default model 64 gave the same val bpb as 32 (+0.77% vs +0.79%), 6% smaller
 
     def validate(self) -> None:
         if self.bits not in (4, 8):

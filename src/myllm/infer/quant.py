@@ -4,7 +4,7 @@
   `s[o] = max|w[o, :]| / 127`; the weight is `q * s`.
 - **int4**: each row is cut into groups of `group_size` consecutive inputs; each group has its
   own fp16 scale `max|w| / 7` and values in [-8, 7], stored as `value + 8` in 4 bits, two per
-  byte (even column in the low nibble): 4.5 bits per weight at group size 32. Groups keep one
+  byte (even column in the low nibble): 4.25 bits per weight at the default group size 64. Groups keep one
   outlier from ruining a whole row's precision.
 
 Activations stay in floating point; `QuantLinear` dequantizes its weight for each matmul. On
@@ -56,7 +56,7 @@ def quantize_int4(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch
     scale = (g.abs().amax(dim=2, keepdim=True) / 7).clamp(min=1e-6).half().float()  # the scale as stored
     q = (torch.round(g / scale).clamp(-8, 7) + 8).to(torch.uint8).view(out_f, in_f)
     packed = q[:, 0::2] | (q[:, 1::2] << 4)
-    return packed, scale.squeeze(2).half()  # fp16 scales: 0.5 bit per weight at group 32 instead of 1
+    return packed, scale.squeeze(2).half()  # fp16 scales: 0.25 bit per weight at group 64 instead of 0.5
 
 
 def dequantize(q: torch.Tensor, scale: torch.Tensor, bits: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
