@@ -65,6 +65,7 @@ def test_quantized_model_runs_through_the_engine(fp32, bits, layer_tol, model_to
     ref_model, ckpt = fp32
     model = quantize_model(load_model(ckpt), bits, 32)
     assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert model.num_params() == ref_model.num_params()  # the chat banner still counts every weight
     assert isinstance(model.embed_tokens, QuantEmbedding) and isinstance(model.layers[0].mlp.up_proj, QuantLinear)
     h = torch.randn(10, model.cfg.d_model)
     with torch.no_grad():

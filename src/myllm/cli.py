@@ -251,7 +251,6 @@ def _load_for_inference(a: argparse.Namespace, out: Path, default):
         path = quantized_path(out, a.quantized)
         if not path.is_file():
             raise MyLLMError(f"{path} not found; create it with `myllm quantize {out} --bits {a.quantized}`")
-        print(f"model: {path}", file=sys.stderr)
         return load_quantized(path)
     return load_model(Path(a.checkpoint) if a.checkpoint else default())
 

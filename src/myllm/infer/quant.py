@@ -115,12 +115,14 @@ def quantize_model(model: nn.Module, bits: int, group_size: int = 32) -> nn.Modu
     """Replace every `nn.Linear` and the embedding of `model` (in place) by quantized modules."""
     if bits not in (4, 8):
         raise MyLLMError(f"--bits {bits} is not supported; pick 8 or 4")
+    n_params = model.num_params()
     for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, nn.Linear):
                 setattr(module, child_name, QuantLinear(child.weight, bits, group_size))
             elif isinstance(child, nn.Embedding):
                 setattr(module, child_name, QuantEmbedding(child.weight, bits, group_size))
+    model.num_params = lambda: n_params  # the weights are buffers now; the model still has this many
     return model.eval()
 
 
