@@ -3,6 +3,7 @@
     python bench/inference.py --run runs/universe [--tokens 200] [--prompt-tokens 16]
 
 In one process, on the run's final model (exported to a temp dir as HF and F32 GGUF):
+- decode tokens/s of MyLLM with fp32, int8 and int4 weights (`myllm.infer.quant`);
 - decode tokens/s at batch 1, greedy, no stop token: MyLLM `engine.generate` vs transformers
   `generate` on the HF export vs llama.cpp (llama-cpp-python) on the F32 GGUF, each after a warm-up,
   best of `--repeats`; printed with the ratios MyLLM / peer;
@@ -151,6 +152,11 @@ def main() -> None:
 
     ours = myllm_decode(model, prompt, new, a.repeats)
     print(f"MyLLM engine decode, batch 1:         {ours:8.1f} tok/s")
+    from myllm.infer.quant import quantize_model
+
+    for bits in (8, 4):
+        q = myllm_decode(quantize_model(load_model(ckpt), bits, 64), prompt, new, a.repeats)
+        print(f"MyLLM engine decode, int{bits} weights:   {q:8.1f} tok/s   int{bits} / fp32 = {q / ours:.2f}x")
     skip = set(a.skip.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         if "hf" not in skip:
