@@ -7,9 +7,10 @@
   byte (even column in the low nibble): 4.25 bits per weight at the default group size 64. Groups keep one
   outlier from ruining a whole row's precision.
 
-Activations stay in floating point; `QuantLinear` dequantizes its weight for each matmul. On
-this CPU that costs about as much as the matmul itself, so the gain is memory and file size
-(~1/4 and ~1/8 of fp32), not speed: decode of a small model is not bandwidth-bound here.
+Activations stay in floating point; `QuantLinear` dequantizes its weight for each matmul (no
+custom kernels), so the gain is memory and file size (~1/4 and ~1/8 of fp32), not speed: a small
+model's decode is bound by per-step overhead, not memory bandwidth, and int4's unpacking adds work
+(`bench/inference.py` prints int8/int4 decode speed beside fp32).
 
 **The tied embedding is quantized too** (as `QuantEmbedding`, with the same per-row layout):
 it is a quarter of the default model's parameters, so leaving it in fp32 would cap the file at
