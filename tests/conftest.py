@@ -63,3 +63,29 @@ def tiny_run(tiny_data, tmp_path) -> Path:
     out = tmp_path / "run"
     shutil.copytree(tiny_data, out)
     return out
+
+
+def save_trained_like_checkpoint(run_dir: Path, seed: int = 0, scale: float = 0.15) -> Path:
+    """A finished pretrain checkpoint of random weights large enough to give far-from-uniform logits
+    (as a trained model's are), so that comparing exports is meaningful, without training."""
+    import torch
+
+    from myllm.model import Transformer
+    from myllm.run import load_run
+    from myllm.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(seed)
+    model = Transformer(load_run(run_dir).model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(1 + 0.2 * torch.randn_like(p) if p.ndim == 1 else scale * torch.randn_like(p))
+    return save_checkpoint(run_dir / "checkpoints" / "pretrain", 1, model, None, {"done": True}, keep_last=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_run(tiny_data, tmp_path_factory) -> Path:
+    """The tiny run directory plus a finished pretrain checkpoint (read-only: copy it to write)."""
+    out = tmp_path_factory.mktemp("tiny_model") / "run"
+    shutil.copytree(tiny_data, out)
+    save_trained_like_checkpoint(out)
+    return out

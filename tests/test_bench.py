@@ -85,3 +85,17 @@ def test_lora_bench_counts_trainable_parameters_and_optimizer_state(capsys):
     # AdamW keeps two fp32 moments per trainable parameter (plus a step counter per tensor).
     assert abs(full_row["optimizer_mb"] * 2**20 - 8 * full_row["total"]) < 1024
     assert lora_row["optimizer_mb"] < 0.1 * full_row["optimizer_mb"]
+
+
+def test_inference_bench_measures_decode_and_the_bandwidth_bound():
+    inference = load("inference")
+    cfg = ModelConfig(preset="nano", **MODEL_PRESETS["nano"])
+    n = 1000
+    # every weight once, plus K and V (layers x kv heads x head dim) for each position up to the token
+    per_position = 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 4
+    assert inference.bytes_per_token(cfg, n, prompt=10, new=5) == 4 * n + per_position * 12
+    assert inference.copy_bandwidth(mb=8, repeats=1) > 1e8  # any machine copies more than 100 MB/s
+    torch.manual_seed(0)
+    model = Transformer(cfg).eval()
+    assert inference.myllm_decode(model, [1, 2, 3], 8, repeats=1) > 0
+    assert inference.batched(model, [1, 2, 3], 8, batch=4, repeats=1) > 0

@@ -33,23 +33,25 @@ def test_run_on_a_folder_then_skip_then_rerun_only_what_changed(tmp_path):
     assert summary["val_bpb"] > 0 and summary["test_bpb"] > 0 and summary["tokens_trained"] == 20 * 4 * 64
     assert "floor_val_bpb" not in summary  # only the universe knows its floor
     assert len(summary["samples"]) == 3
-    assert set(summary["stage_seconds"]) == {"corpus", "tokenizer", "shards", "pretrain", "evaluate"}
+    assert set(summary["stage_seconds"]) == {"corpus", "tokenizer", "shards", "pretrain", "evaluate", "export"}
+    assert (out / "export" / "hf" / "config.json").is_file()
     assert json.loads((out / "summary.json").read_text())["val_bpb"] == summary["val_bpb"]
 
     logs.clear()
     run(out, show_progress=False, log=logs.append)  # nothing changed: everything skipped
-    assert all("up to date" in line for line in logs[:5]) and len(logs) == 8
+    assert all("up to date" in line for line in logs[:5]) and len(logs) == 9
     # A folder corpus has no universe tasks: post-training waits for the user's own data.
-    assert all("skipped: no data: set" in line for line in logs[5:])
+    assert all("skipped: no data: set" in line for line in logs[5:8]) and "up to date" in logs[8]
 
     logs.clear()
     again = run(out, overrides=["train.max_steps=30"], show_progress=False, log=logs.append)
-    assert [x.split("]")[0][1:] for x in logs if "running" in x] == ["pretrain", "evaluate"]
+    assert [x.split("]")[0][1:] for x in logs if "running" in x] == ["pretrain", "evaluate", "export"]
     assert again["tokens_trained"] == 30 * 4 * 64  # resumed from step 20, not restarted
 
     logs.clear()
     run(out, overrides=["model.vocab_size=300"], show_progress=False, log=logs.append)
-    assert [x.split("]")[0][1:] for x in logs if "running" in x] == ["tokenizer", "shards", "pretrain", "evaluate"]
+    assert [x.split("]")[0][1:] for x in logs if "running" in x] == ["tokenizer", "shards", "pretrain", "evaluate",
+                                                                "export"]
 
 
 def test_tokenizer_command_retrains_and_reshards(tiny_run, capsys):

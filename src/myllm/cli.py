@@ -141,6 +141,7 @@ def cmd_post(a: argparse.Namespace) -> int:
 
 def cmd_chat(a: argparse.Namespace) -> int:
     from myllm.infer.chat_repl import ChatSession, repl
+    from myllm.infer.quant import quantized_path
     from myllm.run import load_run
     from myllm.tokenizer import Tokenizer
     from myllm.train.checkpoint import latest_checkpoint, load_model
@@ -148,7 +149,10 @@ def cmd_chat(a: argparse.Namespace) -> int:
 
     out = Path(a.run)
     cfg = load_run(out)
-    if a.checkpoint:
+    if a.quantized:
+        path = quantized_path(out, a.quantized)
+        model = _load_for_inference(a, out, None)
+    elif a.checkpoint:
         path = Path(a.checkpoint)
     elif a.stage:
         path = latest_checkpoint(out / "checkpoints" / a.stage)
@@ -157,7 +161,8 @@ def cmd_chat(a: argparse.Namespace) -> int:
                              "or pick another --stage")
     else:
         path = final_model_checkpoint(out)
-    model = load_model(path)
+    if not a.quantized:
+        model = load_model(path)
     tok = Tokenizer.load(out / "tokenizer" / "tokenizer.json")
     print(f"model: {path}")
     repl(ChatSession(model, tok, _sampling(a, cfg, tok), a.system or ""))
@@ -218,11 +223,10 @@ def cmd_generate(a: argparse.Namespace) -> int:
     from myllm.infer.text import TextStream, stream_text
     from myllm.run import load_run
     from myllm.tokenizer import Tokenizer
-    from myllm.train.checkpoint import load_model
 
     out = Path(a.run)
     cfg = load_run(out)
-    model = load_model(Path(a.checkpoint) if a.checkpoint else final_checkpoint(out))
+    model = _load_for_inference(a, out, lambda: final_checkpoint(out))
     tok = Tokenizer.load(out / "tokenizer" / "tokenizer.json")
     params = _sampling(a, cfg, tok)
     prompt = [tok.bos_id] + tok.encode(a.prompt)
@@ -249,6 +253,51 @@ def cmd_serve(a: argparse.Namespace) -> int:
     serve(Path(a.run_dir), stage=a.stage, host=a.host, port=a.port, api_key=a.api_key, max_batch=a.max_batch,
           threads=a.threads)
     return 0
+
+
+def cmd_export_hf(a: argparse.Namespace) -> int:
+    from myllm.export.hf import export_hf
+
+    run_dir = Path(a.run_dir)
+    out = export_hf(run_dir, Path(a.out) if a.out else run_dir / "export" / "hf", a.stage)
+    print(f"exported {out}")
+    return 0
+
+
+def cmd_export_gguf(a: argparse.Namespace) -> int:
+    from myllm.export.gguf import export_gguf
+
+    run_dir = Path(a.run_dir)
+    out = Path(a.out) if a.out else run_dir / "export" / f"model-{a.kind}.gguf"
+    out = export_gguf(run_dir, out, a.kind, a.stage)
+    print(f"exported {out} ({out.stat().st_size / 2**20:.2f} MiB)")
+    return 0
+
+
+def cmd_quantize(a: argparse.Namespace) -> int:
+    from myllm.infer.quant import quantize_run
+
+    r = quantize_run(Path(a.run_dir), a.bits, a.group_size, a.stage, evaluate=not a.no_eval)
+    group = f", group size {r['group_size']}" if r["group_size"] else ""
+    print(f"int{r['bits']}{group}: {r['path']}: {r['bytes']:,} bytes vs fp32 {r['fp32_bytes']:,} "
+          f"({r['size_ratio']:.3f}x)")
+    if "bpb_ratio" in r:
+        print(f"val bpb: {r['quantized_val_bpb']:.5f} vs fp32 {r['fp32_val_bpb']:.5f} ({r['bpb_ratio'] - 1:+.2%})")
+    return 0
+
+
+def _load_for_inference(a: argparse.Namespace, out: Path, default):
+    """The model `generate`/`chat` use: a quantized file (`--quantized 8|4`), a checkpoint, or `default()`."""
+    from myllm.train.checkpoint import load_model
+
+    if getattr(a, "quantized", None):
+        from myllm.infer.quant import load_quantized, quantized_path
+
+        path = quantized_path(out, a.quantized)
+        if not path.is_file():
+            raise MyLLMError(f"{path} not found; create it with `myllm quantize {out} --bits {a.quantized}`")
+        return load_quantized(path)
+    return load_model(Path(a.checkpoint) if a.checkpoint else default())
 
 
 def cmd_plan(a: argparse.Namespace) -> int:
@@ -343,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default="")
     p.add_argument("--checkpoint", help="a checkpoints/<stage>/step-* directory (default: the final pretrain one)")
     p.add_argument("--beams", type=int, help="beam search with this many beams (prints the best; 1 = greedy)")
+    p.add_argument("--quantized", type=int, choices=[8, 4], help="use the model saved by `myllm quantize --bits N`")
     _add_sampling_flags(p)
     p.set_defaults(func=cmd_generate)
 
@@ -369,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="whose model (default: the last trained stage)")
     p.add_argument("--checkpoint", help="a checkpoints/<stage>/step-* directory")
     p.add_argument("--system", help="system prompt")
+    p.add_argument("--quantized", type=int, choices=[8, 4], help="use the model saved by `myllm quantize --bits N`")
     _add_sampling_flags(p)
     p.set_defaults(func=cmd_chat)
 
@@ -384,6 +435,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0,
                    help="PyTorch CPU threads (default: PyTorch's choice; 1 is fastest for small models)")
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("export", help="export a run's model: a Hugging Face directory or a llama.cpp GGUF file")
+    export_sub = p.add_subparsers(dest="export_format", required=True)
+    q = export_sub.add_parser("hf", help="a directory transformers loads (LlamaForCausalLM, tokenizer, chat template)")
+    q.add_argument("run_dir", metavar="RUN_DIR")
+    q.add_argument("--stage", choices=["pretrain", "sft", "dpo", "grpo"], help="default: the run's final model")
+    q.add_argument("--out", help="output directory (default: RUN_DIR/export/hf)")
+    q.set_defaults(func=cmd_export_hf)
+    q = export_sub.add_parser("gguf", help="one GGUF file for llama.cpp / Ollama (llama architecture, BPE tokenizer)")
+    q.add_argument("run_dir", metavar="RUN_DIR")
+    q.add_argument("--type", dest="kind", default="f16", choices=["f32", "f16", "q8_0", "q4_0"],
+                   help="weight type of the 2-D tensors (default f16; norms stay f32)")
+    q.add_argument("--stage", choices=["pretrain", "sft", "dpo", "grpo"], help="default: the run's final model")
+    q.add_argument("--out", help="output file (default: RUN_DIR/export/model-TYPE.gguf)")
+    q.set_defaults(func=cmd_export_gguf)
+
+    p = sub.add_parser("quantize", help="weight-only int8/int4 copy of a run's model, with its size and val bpb")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--bits", type=int, choices=[8, 4], required=True)
+    p.add_argument("--group-size", type=int, help="int4: weights per scale (default quant.group_size, 64)")
+    p.add_argument("--stage", choices=["pretrain", "sft", "dpo", "grpo"], help="default: the run's final model")
+    p.add_argument("--no-eval", action="store_true", help="skip the val bits-per-byte comparison")
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("plan", help="parameters, training FLOPs/time/cost/memory and inference costs of a model shape")
     p.add_argument("--preset", default="small")

@@ -1,9 +1,10 @@
 """`myllm run`: every stage, in order, into one run directory.
 
-    corpus -> tokenizer -> shards -> pretrain -> evaluate (summary.json) -> sft -> dpo -> grpo
+    corpus -> tokenizer -> shards -> pretrain -> evaluate (summary.json) -> sft -> dpo -> grpo -> export
 
 Each post-training stage (skipped with `--set sft.enabled=false`, ...) trains from the stage
-before it and evaluates its model on held-out prompts (evals/<stage>.json).
+before it and evaluates its model on held-out prompts (evals/<stage>.json). The export stage
+writes the run's final model as a Hugging Face directory (`export/hf/`).
 
 Each stage has a fingerprint: a hash of its own config section(s) and of the fingerprint of
 the stage before it (for a folder corpus, also of the files' names, sizes and mtimes). The
@@ -38,7 +39,7 @@ from myllm.errors import MyLLMError
 from myllm.io import atomic_write_json, atomic_write_text, read_json
 from myllm.train.checkpoint import latest_checkpoint, read_state
 
-STAGES = ("corpus", "tokenizer", "shards", "pretrain", "evaluate", "sft", "dpo", "grpo")
+STAGES = ("corpus", "tokenizer", "shards", "pretrain", "evaluate", "sft", "dpo", "grpo", "export")
 POST_STAGES = ("sft", "dpo", "grpo")
 BUDGET_MAX_STEPS = 10**9  # with --time-budget, the clock (not a step count) ends training
 
@@ -76,6 +77,8 @@ def fingerprints(cfg: RunConfig) -> dict[str, str]:
     previous = fp["pretrain"]
     for stage in POST_STAGES:  # each stage trains from the one before it
         fp[stage] = previous = _hash(previous, d[stage], d["sample"]["seed"])
+    # The final model is the last enabled stage's, and fp["grpo"] chains every stage before it.
+    fp["export"] = _hash(previous, d["sample"], "hf-export-1")
     return fp
 
 
@@ -166,6 +169,12 @@ def stage_evaluate(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
     return evaluate_run(run_dir, cfg)
 
 
+def stage_export(run_dir: Path) -> None:
+    from myllm.export.hf import export_hf
+
+    export_hf(run_dir, run_dir / "export" / "hf")
+
+
 def post_stage_skip_reason(cfg: RunConfig, stage: str) -> str | None:
     section = getattr(cfg, stage)
     if not section.enabled:
@@ -243,8 +252,10 @@ def run(
         "pretrain": lambda: stage_pretrain(out, cfg, show_progress),
         "evaluate": lambda: stage_evaluate(out, cfg),
         **{s: (lambda s=s: stage_post(out, cfg, s, show_progress, log)) for s in POST_STAGES},
+        "export": lambda: stage_export(out),
     }
     outputs.update({s: out / "evals" / f"{s}.json" for s in POST_STAGES})
+    outputs["export"] = out / "export" / "hf" / "config.json"
     seconds: dict[str, float] = {}
     stale = False
     for stage in STAGES:

@@ -1,0 +1,125 @@
+"""Hugging Face export: a directory that `transformers` loads as `LlamaForCausalLM`, offline.
+
+    export/hf/
+      config.json              LlamaConfig (tied embeddings, no biases, head_dim, RoPE theta)
+      model.safetensors        the weights, renamed `name` -> `model.name` (nothing else changes)
+      generation_config.json   BOS/EOS/PAD ids and the run's sampling defaults
+      tokenizer.json           the run's byte-level BPE, as is
+      tokenizer_config.json    special tokens and the chat template (`myllm.chat.CHAT_TEMPLATE`)
+      special_tokens_map.json
+
+Why it is this simple: MyLLM's parameter names are LlamaForCausalLM's without the `model.`
+prefix and its RoPE uses HF's rotate-half layout, so export is a rename table, not a conversion
+(`tests/test_export_hf.py` checks logits to 1e-4 and chat-template token ids exactly).
+
+EOS: `<|end|>` closes every chat turn, so it is the tokenizer's `eos_token` and the first of the
+generation config's `eos_token_id` list; the list also holds the other markers that MyLLM's chat
+stops at (`myllm.chat.stop_ids`), so `model.generate` stops where `myllm chat` does.
+
+The directory is built in a temp folder next to `out` and renamed into place: it appears whole or
+not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import save_file
+
+from myllm.chat import CHAT_TEMPLATE
+from myllm.config import ModelConfig, SampleConfig, load_run_config
+from myllm.export import export_checkpoint
+from myllm.io import atomic_dir
+from myllm.tokenizer import SPECIAL_TOKENS
+from myllm.train.checkpoint import load_model
+
+BOS, EOS, PAD = "<|bos|>", "<|end|>", "<|pad|>"
+STOP_TOKENS = ("<|end|>", "<|eos|>", "<|bos|>", "<|user|>", "<|system|>")  # = myllm.chat.stop_ids
+
+
+def llama_config(cfg: ModelConfig) -> dict[str, Any]:
+    """`config.json` for LlamaForCausalLM with MyLLM's shape."""
+    ids = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model,
+        "intermediate_size": cfg.d_ff,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_kv_heads,
+        "head_dim": cfg.head_dim,
+        "max_position_embeddings": cfg.context,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "rope_scaling": None,
+        "hidden_act": "silu",
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "mlp_bias": False,
+        "tie_word_embeddings": True,
+        "initializer_range": cfg.init_std,
+        "bos_token_id": ids[BOS],
+        "eos_token_id": ids[EOS],
+        "pad_token_id": ids[PAD],
+        "torch_dtype": "float32",
+        "use_cache": True,
+    }
+
+
+def generation_config(sample: SampleConfig) -> dict[str, Any]:
+    ids = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+    out: dict[str, Any] = {
+        "bos_token_id": ids[BOS],
+        "eos_token_id": [ids[t] for t in STOP_TOKENS],
+        "pad_token_id": ids[PAD],
+        "max_new_tokens": sample.max_new_tokens,
+        "do_sample": sample.temperature > 0,
+    }
+    if sample.temperature > 0:
+        out.update(temperature=sample.temperature, top_k=sample.top_k, top_p=sample.top_p)
+    return out
+
+
+def tokenizer_config() -> dict[str, Any]:
+    """Special tokens and the chat template; `add_bos_token` is off because the template writes BOS."""
+    decoder = {str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
+                        "single_word": False, "special": True} for i, t in enumerate(SPECIAL_TOKENS)}
+    return {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": BOS, "eos_token": EOS, "pad_token": PAD,
+        "additional_special_tokens": [t for t in SPECIAL_TOKENS if t not in (BOS, EOS, PAD)],
+        "added_tokens_decoder": decoder,
+        "chat_template": CHAT_TEMPLATE,
+        "add_bos_token": False, "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 1 << 30,
+    }
+
+
+def export_hf(run_dir: str | Path, out: str | Path, stage: str | None = None) -> Path:
+    """Write the HF directory for the run's final model (or `stage`'s) to `out`; return `out`."""
+    run_dir, out = Path(run_dir), Path(out)
+    ckpt = export_checkpoint(run_dir, stage)
+    model = load_model(ckpt)  # LoRA adapters are merged here
+    cfg_path = run_dir / "config.toml"
+    sample = load_run_config(cfg_path).sample if cfg_path.is_file() else SampleConfig()
+    weights = {f"model.{k}": v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    with atomic_dir(out) as tmp:
+        save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        _write_json(tmp / "config.json", llama_config(model.cfg))
+        _write_json(tmp / "generation_config.json", generation_config(sample))
+        shutil.copyfile(run_dir / "tokenizer" / "tokenizer.json", tmp / "tokenizer.json")
+        _write_json(tmp / "tokenizer_config.json", tokenizer_config())
+        _write_json(tmp / "special_tokens_map.json", {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD})
+        _write_json(tmp / "myllm_export.json", {"checkpoint": str(ckpt.relative_to(run_dir))
+                                                if ckpt.is_relative_to(run_dir) else str(ckpt)})
+    return out
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
