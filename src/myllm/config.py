@@ -208,7 +208,7 @@ class TrainConfig:
     activation_checkpointing: bool = False  # recompute each block in backward: activations ~L x smaller
     loss_chunk: int = 0  # tokens per cross-entropy chunk (logits never whole); 0 = auto (vocab >= 32768), -1 off
     max_bad_steps: int = 5  # NaN/inf loss: skip the step; stop after this many in a row
-    spike_factor: float = 2.0  # a loss above this x its running mean is logged as a spike
+    spike_factor: float = 2.0  # a loss above this x its running mean is logged as a spike (0: off)
     dist_timeout: float = 600.0  # seconds a rank waits for the others before giving up
     phases: str = ""  # ordered data phases "SHARDS_DIR:TOKENS,..." (dirs relative to the run); "" = shards/
 
@@ -333,6 +333,11 @@ class GRPOConfig(PostTrainConfig):
             raise ConfigError("grpo.max_new_tokens, temperature and clip_eps must be > 0, grpo.kl_coef >= 0")
         if not 0 <= self.fact_fraction <= 1:
             raise ConfigError(f"grpo.fact_fraction = {self.fact_fraction} must be in [0, 1]")
+
+    def train_config(self, base: TrainConfig) -> TrainConfig:
+        # GRPO's loss is a policy-gradient surrogate near 0 whose size follows the advantages, so a
+        # "spike" against its running mean means nothing: spike logging is off for this stage.
+        return dataclasses.replace(super().train_config(base), spike_factor=0.0)
 
 
 @dataclass

@@ -270,7 +270,7 @@ def train(
                       **{k: round(v, 5) for k, v in extras.items()}}
             if guard["skipped_steps"]:
                 record["skipped_steps"] = guard["skipped_steps"]
-            if not bad:
+            if not bad and cfg.spike_factor > 0:
                 spike = note_spike(guard, loss_value, step, cfg.spike_factor)
                 if spike:
                     record["loss_spike"] = True
