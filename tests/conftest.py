@@ -5,7 +5,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
+from myllm.config import MODEL_PRESETS, ModelConfig
+from myllm.model import Transformer
 from myllm.run import prepare_run_dir, stage_corpus, stage_shards, stage_tokenizer
 
 TINY = ["model.preset=nano", "model.vocab_size=512", "model.context=64", "train.batch_size=4",
@@ -89,3 +92,19 @@ def tiny_model_run(tiny_data, tmp_path_factory) -> Path:
     shutil.copytree(tiny_data, out)
     save_trained_like_checkpoint(out)
     return out
+
+
+def cycle_model() -> Transformer:
+    """A nano model trained briefly on a permutation cycle: peaked but varied predictions, so greedy
+    and sampled paths are non-trivial (a random tied-embedding model just repeats its input)."""
+    torch.manual_seed(0)
+    m = Transformer(ModelConfig(preset="nano", **MODEL_PRESETS["nano"]))
+    cycle = torch.randperm(300)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    for _ in range(40):
+        starts = torch.randint(0, 300, (8, 1))
+        seq = cycle[(starts + torch.arange(33)) % 300]
+        m(seq[:, :-1], seq[:, 1:]).backward()
+        opt.step()
+        opt.zero_grad()
+    return m.eval()

@@ -5,29 +5,18 @@ import time
 import pytest
 import torch
 
-from myllm.config import MODEL_PRESETS, ModelConfig
+from conftest import cycle_model
 from myllm.infer.batch import BatchEngine, generate_batch
 from myllm.infer.engine import SamplingParams, beam_search, generate, penalize
 from myllm.infer.text import TextStream
-from myllm.model import KVCache, Transformer
+from myllm.model import KVCache
 from myllm.plan import plan
 from serve_fixtures import one_thread  # noqa: F401  (autouse)
 
 
 @pytest.fixture(scope="module")
 def model():
-    """A nano model trained briefly on a permutation cycle: peaked, varied predictions (see test_engine)."""
-    torch.manual_seed(0)
-    m = Transformer(ModelConfig(preset="nano", **MODEL_PRESETS["nano"]))
-    cycle = torch.randperm(300)
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
-    for _ in range(40):
-        starts = torch.randint(0, 300, (8, 1))
-        seq = cycle[(starts + torch.arange(33)) % 300]
-        m(seq[:, :-1], seq[:, 1:]).backward()
-        opt.step()
-        opt.zero_grad()
-    return m.eval()
+    return cycle_model()
 
 
 PROMPTS = [[1, 17, 250, 3, 99], [1, 5], [1, 200, 201, 202, 7, 8, 9, 10, 11, 12, 13], [1, 42, 43]]

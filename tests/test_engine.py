@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from conftest import cycle_model
 from myllm.config import MODEL_PRESETS, ModelConfig
 from myllm.infer.engine import SamplingParams, filter_logits, generate, generate_uncached
 from myllm.model import Transformer
@@ -10,20 +11,7 @@ from myllm.model import Transformer
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    cfg = ModelConfig(preset="nano", **MODEL_PRESETS["nano"])
-    m = Transformer(cfg)
-    # A few steps on a permutation cycle give the model peaked but varied predictions, so
-    # greedy and sampled paths are non-trivial (a random tied-embedding model just repeats).
-    cycle = torch.randperm(300)
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
-    for _ in range(40):
-        starts = torch.randint(0, 300, (8, 1))
-        seq = cycle[(starts + torch.arange(33)) % 300]
-        m(seq[:, :-1], seq[:, 1:]).backward()
-        opt.step()
-        opt.zero_grad()
-    return m.eval()
+    return cycle_model()
 
 
 @pytest.mark.parametrize(
