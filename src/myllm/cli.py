@@ -144,14 +144,13 @@ def cmd_chat(a: argparse.Namespace) -> int:
     from myllm.infer.quant import quantized_path
     from myllm.run import load_run
     from myllm.tokenizer import Tokenizer
-    from myllm.train.checkpoint import latest_checkpoint, load_model
+    from myllm.train.checkpoint import latest_checkpoint
     from myllm.train.post import final_model_checkpoint
 
     out = Path(a.run)
     cfg = load_run(out)
     if a.quantized:
         path = quantized_path(out, a.quantized)
-        model = _load_for_inference(a, out, None)
     elif a.checkpoint:
         path = Path(a.checkpoint)
     elif a.stage:
@@ -161,8 +160,7 @@ def cmd_chat(a: argparse.Namespace) -> int:
                              "or pick another --stage")
     else:
         path = final_model_checkpoint(out)
-    if not a.quantized:
-        model = load_model(path)
+    model = _load_for_inference(a, out, lambda: path)
     tok = Tokenizer.load(out / "tokenizer" / "tokenizer.json")
     print(f"model: {path}")
     repl(ChatSession(model, tok, _sampling(a, cfg, tok), a.system or ""))
