@@ -1,9 +1,11 @@
 """Inference speed: MyLLM's KV-cache engine vs transformers and llama.cpp on the same weights.
 
-    python bench/inference.py --run runs/universe [--tokens 200] [--prompt-tokens 16]
+    python bench/inference.py --run runs/universe [--tokens 200] [--prompt-tokens 16] [--threads 1]
 
 In one process, on the run's final model (exported to a temp dir as HF and F32 GGUF):
-- decode tokens/s of MyLLM with fp32, int8 and int4 weights (`myllm.infer.quant`);
+- decode tokens/s of MyLLM with fp32, int8 and int4 weights (`myllm.infer.quant`), eager and with
+  the compiled decode step (`Decoder(compile=True)`, what `myllm chat --compile` uses; its one-off
+  compile time is printed, not counted);
 - decode tokens/s at batch 1, greedy, no stop token: MyLLM `engine.generate` vs transformers
   `generate` on the HF export vs llama.cpp (llama-cpp-python) on the F32 GGUF, each after a warm-up,
   best of `--repeats`; printed with the ratios MyLLM / peer;
@@ -11,7 +13,8 @@ In one process, on the run's final model (exported to a temp dir as HF and F32 G
 - the memory-bandwidth bound: bytes read per decoded token (all weights + the KV cache so far, on
   average over the generation) against a measured copy bandwidth. For a model this small the
   weights sit in the CPU caches, so the bound is far above what per-step overheads allow.
-All use the same number of threads (`torch.get_num_threads()`).
+All use the same number of threads (`--threads`, default torch's). On a model this small one
+thread decodes faster than two for every engine here: the work per token is too small to split.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 import torch
 
 from myllm.config import ModelConfig
-from myllm.infer.engine import SamplingParams, generate, generate_many
+from myllm.infer.engine import Decoder, SamplingParams, generate, generate_many
 
 
 def best_time(fn, repeats: int) -> float:
@@ -51,9 +54,14 @@ def bytes_per_token(cfg: ModelConfig, n_params: int, prompt: int, new: int, byte
     return n_params * bytes_per_value + kv_per_position * mean_positions
 
 
-def myllm_decode(model, prompt: list[int], new: int, repeats: int) -> float:
+def myllm_decode(model, prompt: list[int], new: int, repeats: int, compile: bool = False) -> tuple[float, float]:
+    """(tok/s, seconds the first call took: the compile, for a compiled decoder)."""
     params = SamplingParams(max_new_tokens=new, temperature=0)
-    return new / best_time(lambda: generate(model, prompt, params), repeats)
+    decoder = Decoder(model, compile=compile) if compile else None
+    t0 = time.perf_counter()
+    generate(model, prompt, params, decoder)
+    first = time.perf_counter() - t0
+    return new / best_time(lambda: generate(model, prompt, params, decoder), repeats), first
 
 
 def hf_decode(hf_dir: Path, prompt: list[int], new: int, repeats: int) -> float:
@@ -134,7 +142,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: hf,llama,accuracy")
     ap.add_argument("--stage", choices=["pretrain", "sft", "dpo", "grpo"], help="default: the run's final model")
+    ap.add_argument("--threads", type=int, default=0, help="threads for every engine (default: torch's)")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
 
     from myllm.export import export_checkpoint
     from myllm.train.checkpoint import load_model
@@ -150,26 +161,33 @@ def main() -> None:
     print(f"model {ckpt} ({n_params:,} parameters), {torch.get_num_threads()} threads, "
           f"prompt {len(prompt)} tokens, {new} new tokens, best of {a.repeats}")
 
-    ours = myllm_decode(model, prompt, new, a.repeats)
-    print(f"MyLLM engine decode, batch 1:         {ours:8.1f} tok/s")
+    ours, _ = myllm_decode(model, prompt, new, a.repeats)
+    print(f"MyLLM engine decode, batch 1, eager:  {ours:8.1f} tok/s")
+    fast, took = myllm_decode(model, prompt, new, a.repeats, compile=True)
+    print(f"MyLLM engine decode, compiled:        {fast:8.1f} tok/s   compiled / eager = {fast / ours:.2f}x "
+          f"(compiling took {took:.0f} s)")
     from myllm.infer.quant import quantize_model
 
     for bits in (8, 4):
-        q = myllm_decode(quantize_model(load_model(ckpt), bits, 64), prompt, new, a.repeats)
-        print(f"MyLLM engine decode, int{bits} weights:   {q:8.1f} tok/s   int{bits} / fp32 = {q / ours:.2f}x")
+        q, _ = myllm_decode(quantize_model(load_model(ckpt), bits, 64), prompt, new, a.repeats)
+        qc, _ = myllm_decode(quantize_model(load_model(ckpt), bits, 64), prompt, new, a.repeats, compile=True)
+        print(f"MyLLM engine decode, int{bits} weights:   {q:8.1f} tok/s eager, {qc:8.1f} compiled   "
+              f"int{bits} / fp32 = {q / ours:.2f}x eager, {qc / fast:.2f}x compiled")
     skip = set(a.skip.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         if "hf" not in skip:
             from myllm.export.hf import export_hf
 
             hf = hf_decode(export_hf(run, Path(tmp) / "hf", a.stage), prompt, new, a.repeats)
-            print(f"transformers generate (HF export):    {hf:8.1f} tok/s   MyLLM / transformers = {ours / hf:.2f}x")
+            print(f"transformers generate (HF export):    {hf:8.1f} tok/s   MyLLM / transformers = "
+                  f"{ours / hf:.2f}x eager, {fast / hf:.2f}x compiled")
         if "llama" not in skip:
             from myllm.export.gguf import export_gguf
 
             path = export_gguf(run, Path(tmp) / "m.gguf", "f32", a.stage)
             lc = llama_cpp_decode(path, prompt, new, a.repeats, cfg.context)
-            print(f"llama.cpp (F32 GGUF, F32 KV cache):   {lc:8.1f} tok/s   MyLLM / llama.cpp = {ours / lc:.2f}x")
+            print(f"llama.cpp (F32 GGUF, F32 KV cache):   {lc:8.1f} tok/s   MyLLM / llama.cpp = "
+                  f"{ours / lc:.2f}x eager, {fast / lc:.2f}x compiled")
         if "accuracy" not in skip:
             gguf_agreement(run, Path(tmp), model, a.stage)
     for batch in (1, 8, 32):
@@ -179,7 +197,8 @@ def main() -> None:
     per_token = bytes_per_token(cfg, n_params, len(prompt), new)
     bound = bw / per_token
     print(f"memory bandwidth (copy): {bw / 1e9:.1f} GB/s; {per_token / 1e6:.2f} MB read per decoded token "
-          f"(fp32 weights + KV cache) -> bound {bound:,.0f} tok/s; MyLLM batch 1 reaches {ours / bound:.1%} of it")
+          f"(fp32 weights + KV cache) -> bound {bound:,.0f} tok/s; MyLLM batch 1 reaches {ours / bound:.1%} of it "
+          f"eager, {fast / bound:.1%} compiled")
 
 
 if __name__ == "__main__":

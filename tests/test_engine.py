@@ -5,7 +5,7 @@ import torch
 
 from conftest import cycle_model
 from myllm.config import MODEL_PRESETS, ModelConfig
-from myllm.infer.engine import SamplingParams, filter_logits, generate, generate_uncached
+from myllm.infer.engine import Decoder, SamplingParams, filter_logits, generate, generate_uncached
 from myllm.model import Transformer
 
 
@@ -54,3 +54,29 @@ def test_top_k_and_top_p_filters():
     probs = torch.softmax(logits, -1)[0]  # 0.64, 0.24, 0.09, ...
     kept = ~torch.isinf(filter_logits(logits, 0, 0.7))
     assert kept.tolist() == [[True, True, False, False, False]] and probs[0] < 0.7 < probs[:2].sum()
+
+
+def test_a_reused_decoder_gives_what_a_fresh_cache_gives(model):
+    """A chat reuses one decoder: a shorter second prompt must not see the first one's cache."""
+    decoder = Decoder(model)
+    p = SamplingParams(max_new_tokens=30, temperature=0.8, seed=4)
+    long, short = [1] + list(range(40, 90)), [1, 17, 250]
+    assert generate(model, long, p, decoder) == generate(model, long, p)
+    assert generate(model, short, p, decoder) == generate(model, short, p)
+
+
+@pytest.mark.slow
+def test_compiled_decoder_matches_eager_and_compiles_once(model):
+    """torch.compile'd one-token step (fixed-shape cache, masked): same tokens as eager decoding,
+    greedy and sampled, over prompts of different lengths, from a single compiled graph."""
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    decoder = Decoder(model, compile=True)
+    for prompt, params in [
+        ([1, 17, 250, 3, 99], SamplingParams(max_new_tokens=40, temperature=0)),
+        ([1] + list(range(60, 100)), SamplingParams(max_new_tokens=30, temperature=0.9, seed=3)),
+        ([1, 5], SamplingParams(max_new_tokens=25, temperature=1.0, top_p=0.9, seed=8, repetition_penalty=1.3)),
+    ]:
+        assert generate(model, prompt, params, decoder) == generate(model, prompt, params)
+    assert counters["stats"]["unique_graphs"] == 1

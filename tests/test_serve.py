@@ -311,6 +311,16 @@ def test_generate_command_beams_penalties_and_stop_strings(served, loaded, capsy
     assert main(base + ["--frequency-penalty", "2"]) == 0 and capsys.readouterr().out != greedy
 
 
+@pytest.mark.slow
+def test_generate_command_with_a_compiled_decoder_prints_the_same_text(served, capsys):
+    from myllm.cli import main
+
+    base = ["generate", "--run", str(served), "--prompt", "the cat", "--max-new-tokens", "15", "--temperature", "0"]
+    assert main(base) == 0
+    eager = capsys.readouterr().out
+    assert main(base + ["--compile"]) == 0 and capsys.readouterr().out == eager
+
+
 def test_chat_page_is_self_contained(server):
     import re
 

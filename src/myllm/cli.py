@@ -163,7 +163,7 @@ def cmd_chat(a: argparse.Namespace) -> int:
     model = _load_for_inference(a, out, lambda: path)
     tok = Tokenizer.load(out / "tokenizer" / "tokenizer.json")
     print(f"model: {path}")
-    repl(ChatSession(model, tok, _sampling(a, cfg, tok), a.system or ""))
+    repl(ChatSession(model, tok, _sampling(a, cfg, tok), a.system or "", compile=a.compile))
     return 0
 
 
@@ -195,6 +195,9 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frequency-penalty", type=float, default=0.0, help="subtracted per earlier occurrence")
     p.add_argument("--presence-penalty", type=float, default=0.0, help="subtracted once a token has occurred")
     p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop before this text (repeatable)")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the one-token decode step (torch.compile): tens of seconds once, then several "
+                        "times faster per token (see bench/inference.py)")
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
@@ -217,7 +220,7 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 def cmd_generate(a: argparse.Namespace) -> int:
     from myllm.evals.summary import final_checkpoint
-    from myllm.infer.engine import beam_search
+    from myllm.infer.engine import Decoder, beam_search
     from myllm.infer.text import TextStream, stream_text
     from myllm.run import load_run
     from myllm.tokenizer import Tokenizer
@@ -236,7 +239,8 @@ def cmd_generate(a: argparse.Namespace) -> int:
         text = TextStream(tok, params.stop)
         sys.stdout.write("".join(text.push(t) for t in ids) + ("" if text.stopped else text.flush()))
     else:
-        for piece in stream_text(model, tok, prompt, params):
+        decoder = Decoder(model, compile=True) if a.compile else None
+        for piece in stream_text(model, tok, prompt, params, decoder):
             sys.stdout.write(piece)
             sys.stdout.flush()
     sys.stdout.write("\n")

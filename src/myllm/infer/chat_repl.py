@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from myllm.chat import prompt_ids, stop_ids
-from myllm.infer.engine import SamplingParams, stream
+from myllm.infer.engine import Decoder, SamplingParams, stream
 from myllm.infer.text import TextStream
 from myllm.model import Transformer
 from myllm.tokenizer import Tokenizer
@@ -22,8 +22,11 @@ HELP = "commands: /reset (new conversation), /system TEXT (set the system prompt
 
 
 class ChatSession:
-    def __init__(self, model: Transformer, tok: Tokenizer, params: SamplingParams, system: str = ""):
+    def __init__(self, model: Transformer, tok: Tokenizer, params: SamplingParams, system: str = "",
+                 compile: bool = False):
         self.model, self.tok, self.system = model, tok, system
+        # One decoder for the whole chat: its cache is reused, and a compiled step compiles once.
+        self.decoder = Decoder(model, compile=compile)
         self.params = SamplingParams(**{**params.__dict__, "stop_ids": stop_ids(tok)})
         self.turns: list[dict[str, str]] = []
 
@@ -47,7 +50,7 @@ class ChatSession:
         """Stream the assistant's reply to `user` as text pieces; the turn is kept in the history."""
         self.turns.append({"role": "user", "content": user})
         text = TextStream(self.tok, self.params.stop)  # whole characters only; cut at stop strings
-        for token in stream(self.model, self._prompt(), self.params):
+        for token in stream(self.model, self._prompt(), self.params, self.decoder):
             if piece := text.push(token):
                 yield piece
             if text.stopped:

@@ -9,9 +9,11 @@ Sampling: penalties first (see `penalize`), then `temperature=0` is greedy; othe
 logits / temperature, then optional top-k and top-p (nucleus) filtering, then a draw from a
 seeded generator, so the same seed gives the same text.
 
-Also here: `beam_search`. Many prompts of different lengths decoding together, one sequence
-joining as another leaves, is `myllm.infer.batch.BatchEngine` (what the server runs); stop
-strings, which need the tokenizer, are `myllm.infer.text`.
+`Decoder` holds one sequence's KV cache and its one-token step, eager or compiled (`stream`
+allocates an eager one when none is given). Also here: `beam_search`. Many prompts of
+different lengths decoding together, one sequence joining as another leaves, is
+`myllm.infer.batch.BatchEngine` (what the server runs); stop strings, which need the tokenizer,
+are `myllm.infer.text`.
 """
 
 from __future__ import annotations
@@ -85,13 +87,71 @@ def next_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Ge
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+# Inductor options for a compiled decode step: `freezing` folds the (fixed) weights into the
+# graph and pre-packs them for the CPU GEMM kernels, `max_autotune` picks generated GEMMs for
+# these small matrices, `cpp_wrapper` calls the kernels from C++ rather than Python. Together
+# they cut the per-token overhead that dominates a small model's decode (bench/inference.py).
+COMPILE_OPTIONS = {"freezing": True, "max_autotune": True, "cpp_wrapper": True,
+                   "autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False}
+
+
+class Decoder:
+    """One sequence decoding through its own KV cache: prefill the prompt, then one token a step.
+
+    Eager (the default) each step attends over exactly the positions so far. With
+    `compile=True` the one-token step is compiled once (torch.compile, `COMPILE_OPTIONS`) for a
+    cache of fixed length `max_len`, every step attending over all of it under a mask, so the
+    shapes never change and it never recompiles; the first call pays the compile (tens of
+    seconds on a CPU), and a compiled decoder is reused across prompts (`myllm chat --compile`).
+    Compiling freezes the weights: a model still being trained must use eager decoding.
+    """
+
+    def __init__(self, model: Transformer, max_len: int = 0, compile: bool = False):
+        self.model = model
+        self.max_len = min(max_len or model.cfg.context, model.cfg.context)
+        weight = model.embed_tokens.weight
+        self.cache = KVCache.allocate(model.cfg, 1, self.max_len, weight.device, weight.dtype)
+        self.compiled = self._compiling = compile
+        if compile:
+            cache, kv_len = self.cache, self.max_len
+
+            def fixed_step(token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+                return model(token, cache=cache, positions=position, kv_len=kv_len)[:, -1]
+
+            self._fixed_step = torch.compile(fixed_step, dynamic=False, fullgraph=True)
+
+    def prefill(self, prompt: list[int]) -> torch.Tensor:
+        """Run the prompt into the cache (from position 0); the logits (1, V) after its last token."""
+        tokens = torch.tensor([prompt], device=self.cache.k.device)
+        return self.model(tokens, cache=self.cache, start=0)[:, -1]
+
+    def step(self, token: torch.Tensor, pos: int) -> torch.Tensor:
+        """Feed `token` (1, 1) at position `pos`; the logits (1, V) for position pos + 1."""
+        if self.compiled:
+            position = torch.tensor([pos], device=token.device)
+            if self._compiling:  # the first call compiles; some options are read only then, not via options=
+                from torch._inductor import config as inductor_config
+
+                with inductor_config.patch(COMPILE_OPTIONS):
+                    logits = self._fixed_step(token, position)
+                self._compiling = False
+                return logits
+            return self._fixed_step(token, position)
+        return self.model(token, cache=self.cache, start=pos)[:, -1]
+
+
 @torch.no_grad()
-def stream(model: Transformer, prompt: list[int], params: SamplingParams) -> Iterator[int]:
-    """Yield generated token ids one at a time; stops at a stop id (not yielded) or the limit."""
+def stream(model: Transformer, prompt: list[int], params: SamplingParams,
+           decoder: Decoder | None = None) -> Iterator[int]:
+    """Yield generated token ids one at a time; stops at a stop id (not yielded) or the limit.
+
+    `decoder` (for `model`) reuses its cache and, if compiled, its compiled step; without one a
+    cache just long enough for this prompt and budget is allocated.
+    """
     if not prompt:
         raise ValueError("the prompt must contain at least one token (e.g. the BOS token)")
     device = model.embed_tokens.weight.device
-    context = model.cfg.context
+    context = decoder.max_len if decoder is not None else model.cfg.context
     prompt = prompt[-context:]  # keep the most recent context if the prompt is too long
     budget = min(params.max_new_tokens, context - len(prompt))
     if budget <= 0:
@@ -99,13 +159,15 @@ def stream(model: Transformer, prompt: list[int], params: SamplingParams) -> Ite
     generator = None
     if params.seed is not None:
         generator = torch.Generator(device=device).manual_seed(params.seed)
-    cache = KVCache.allocate(model.cfg, 1, len(prompt) + budget, device, model.embed_tokens.weight.dtype)
-    logits = model(torch.tensor([prompt], device=device), cache=cache, start=0)[:, -1]
+    if decoder is None:
+        decoder = Decoder(model, len(prompt) + budget)
+    logits = decoder.prefill(prompt)
     if params.penalized:  # token bookkeeping only when a penalty needs it
         seen = torch.zeros(1, logits.shape[-1], dtype=torch.bool, device=device)
         seen[0, torch.tensor(prompt, device=device)] = True
         counts = torch.zeros(1, logits.shape[-1], dtype=torch.long, device=device)
-    for pos in range(len(prompt), len(prompt) + budget):
+    end = len(prompt) + budget
+    for pos in range(len(prompt), end):
         token = next_token(penalize(logits, seen, counts, params) if params.penalized else logits, params, generator)
         tok = int(token.item())
         if tok in params.stop_ids:
@@ -114,12 +176,13 @@ def stream(model: Transformer, prompt: list[int], params: SamplingParams) -> Ite
             seen[0, tok] = True
             counts[0, tok] += 1
         yield tok
-        if pos + 1 < cache.max_len:  # no forward pass after the last token
-            logits = model(token.view(1, 1), cache=cache, start=pos)[:, -1]
+        if pos + 1 < end:  # no forward pass after the last token
+            logits = decoder.step(token.view(1, 1), pos)
 
 
-def generate(model: Transformer, prompt: list[int], params: SamplingParams) -> list[int]:
-    return list(stream(model, prompt, params))
+def generate(model: Transformer, prompt: list[int], params: SamplingParams,
+             decoder: Decoder | None = None) -> list[int]:
+    return list(stream(model, prompt, params, decoder))
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from myllm.infer.engine import SamplingParams, stream
+from myllm.infer.engine import Decoder, SamplingParams, stream
 from myllm.model import Transformer
 from myllm.tokenizer import Tokenizer
 
@@ -64,10 +64,11 @@ class TextStream:
         return piece
 
 
-def stream_text(model: Transformer, tok: Tokenizer, prompt: list[int], params: SamplingParams) -> Iterator[str]:
+def stream_text(model: Transformer, tok: Tokenizer, prompt: list[int], params: SamplingParams,
+                decoder: Decoder | None = None) -> Iterator[str]:
     """Text pieces of a completion, ending before the first of `params.stop` (if any)."""
     out = TextStream(tok, params.stop)
-    for token in stream(model, prompt, params):
+    for token in stream(model, prompt, params, decoder):
         piece = out.push(token)
         if piece:
             yield piece
