@@ -1,6 +1,7 @@
 """SFT, LoRA, DPO and GRPO: their losses and masks, their data checks, and short real runs."""
 
 import copy
+import itertools
 import json
 import shutil
 
@@ -11,7 +12,7 @@ from conftest import TINY
 from myllm.chat import render
 from myllm.config import ModelConfig, resolve_config
 from myllm.data.shards import ShardReader
-from myllm.errors import MyLLMError
+from myllm.errors import ConfigError, MyLLMError
 from myllm.evals.bpb import evaluate_bpb
 from myllm.evals.verifiers import VERIFIERS, get_verifier, register
 from myllm.model import Transformer
@@ -288,6 +289,30 @@ def test_grpo_advantages_flat_groups_kl_and_failing_verifiers(tok):
             assert "raised ValueError" in logs[0]
     finally:
         VERIFIERS.pop("explodes_on_odd")
+
+
+def test_grpo_oversampling_trains_on_the_groups_with_a_signal(tok):
+    """Dynamic sampling: of 3 rolled-out groups (two always rewarded, one half right) the step
+    trains on the informative one; the reward stats still describe every rolled-out reply."""
+    policy = small_model(tok)
+    turns = itertools.cycle([1.0, 0.0])
+    register("always")(lambda response, answer: 1.0)
+    register("alternating")(lambda response, answer: next(turns))
+    try:
+        prompts = [{"ids": render(tok, [{"role": "user", "content": q}], True).ids, "answer": "", "verifier": v}
+                   for q, v in (("one", "always"), ("two", "alternating"), ("three", "always"))]
+        cfg = resolve_config("default", overrides=["grpo.batch_size=1", "grpo.group_size=4", "grpo.oversample=3",
+                                                   "grpo.max_new_tokens=4"]).grpo
+        batch = Rollouts(policy, copy.deepcopy(policy), tok, prompts, cfg, torch.device("cpu")).next_batch()
+        assert batch["ids"].shape[0] == 4  # one group of 4 replies trained on
+        assert batch["advantages"].tolist() == pytest.approx([0.75**0.5, -(0.75**0.5)] * 2, abs=1e-3)
+        stats = batch["stats"]
+        assert stats["flat_groups"] == 0 and stats["flat_rolled"] == pytest.approx(2 / 3)
+        assert stats["reward_mean"] == pytest.approx(10 / 12)  # 4 + 2 + 4 of 12 rolled-out replies
+    finally:
+        VERIFIERS.pop("always"), VERIFIERS.pop("alternating")
+    with pytest.raises(ConfigError, match="oversample"):
+        resolve_config("default", overrides=["grpo.oversample=0"])
 
 
 def test_grpo_run_logs_rewards_and_kl(run_dir, tmp_path):

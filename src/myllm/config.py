@@ -324,6 +324,7 @@ class GRPOConfig(PostTrainConfig):
     kl_coef: float = 0.05  # weight of the k3 KL estimate to the frozen reference
     clip_eps: float = 0.2  # policy-ratio clip range
     fact_fraction: float = 0.2  # universe prompts: share of fact questions kept beside the arithmetic
+    oversample: int = 1  # roll out oversample x batch_size prompts, train on the groups with a signal
 
     def validate(self, name: str = "grpo") -> None:
         super().validate(name)
@@ -333,6 +334,8 @@ class GRPOConfig(PostTrainConfig):
             raise ConfigError("grpo.max_new_tokens, temperature and clip_eps must be > 0, grpo.kl_coef >= 0")
         if not 0 <= self.fact_fraction <= 1:
             raise ConfigError(f"grpo.fact_fraction = {self.fact_fraction} must be in [0, 1]")
+        if self.oversample < 1:
+            raise ConfigError(f"grpo.oversample = {self.oversample} must be at least 1 (1 = plain GRPO)")
 
     def train_config(self, base: TrainConfig) -> TrainConfig:
         # GRPO's loss is a policy-gradient surrogate near 0 whose size follows the advantages, so a
@@ -416,10 +419,12 @@ class RunConfig:
 # The default is tuned for the built-in universe on a 2-core CPU (~10 minutes in all): at equal
 # wall-clock a 128-wide, 4-layer model sees ~4x the tokens of the 256-wide `small` one and
 # learns the world's facts far sooner (87% vs 9% probe accuracy after 240 s on one core).
+# 2,000 steps, not 2,400: the longer schedule took ~90 s more (over the 10 minutes) for a worse
+# val bpb (0.2783 vs 0.2772) and probes (95.6% vs 99.0%) in the same run.
 RUN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "default": {
         "model": {"preset": "micro"},
-        "train": {"batch_size": 8, "lr": 6e-3, "warmup_steps": 30, "max_steps": 2400, "eval_every": 400,
+        "train": {"batch_size": 8, "lr": 6e-3, "warmup_steps": 30, "max_steps": 2000, "eval_every": 400,
                   "ckpt_every": 400},
     },
     "quick": {

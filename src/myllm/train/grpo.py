@@ -6,8 +6,12 @@ KV-cache engine, score each with the prompt's verifier, and give each reply the 
     A_i = (r_i - mean(r)) / (std(r) + eps)          within its group.
 
 A group whose rewards are all equal says nothing about which reply is better: its advantages
-are exactly 0, it is counted (`flat_groups`), and only its KL term trains. The loss per reply
-token is the clipped policy-ratio objective plus a KL penalty to the frozen starting model,
+are exactly 0, it is counted (`flat_groups`), and only its KL term trains. With
+`oversample` k > 1 (DAPO's dynamic sampling, Yu et al. 2025) a step rolls out k times as many
+prompts and trains on the groups that do carry a signal, topped up with flat ones only when
+fewer than `batch_size` do: a small model's groups are mostly all right or all wrong, so
+without it most of each step's replies teach nothing. The loss per reply token is the clipped
+policy-ratio objective plus a KL penalty to the frozen starting model,
 
     -[ min(rho A, clip(rho, 1-eps, 1+eps) A) - kl_coef * KL_k3 ],   rho = pi / pi_old,
     KL_k3 = exp(ref - logp) - (ref - logp) - 1   (Schulman's unbiased, always >= 0 estimator),
@@ -83,24 +87,30 @@ class Rollouts:
     @torch.no_grad()
     def next_batch(self) -> dict[str, Any]:
         self.policy.eval()
-        rows, starts, rewards, advantages, lengths, flat = [], [], [], [], [], 0
+        rows, starts, advantages, lengths, flat = [], [], [], [], 0
         stops = set(self.params.stop_ids)
-        chosen = [self.prompts[i] for i in self.order.take(self.cfg.batch_size)]
+        chosen = [self.prompts[i] for i in self.order.take(self.cfg.batch_size * self.cfg.oversample)]
         G = self.cfg.group_size
         # All groups of the step decode together (prompts of equal length share a batch).
         replies = generate_many(self.policy, [p["ids"] for p in chosen for _ in range(G)], self.params,
                                 batch_size=256, generator=self.generator)
+        groups = []
         for k, prompt in enumerate(chosen):
             group = replies[k * G : (k + 1) * G]
             r = torch.tensor([self.reward(self.tok.decode([t for t in g if t not in stops]), prompt) for g in group])
-            if bool((r == r[0]).all()):
+            groups.append((prompt, group, r, bool((r == r[0]).all())))
+        rewards = [x for g in groups for x in g[2].tolist()]  # of every reply rolled out: the policy's reward
+        flat_rolled = sum(g[3] for g in groups)
+        # Groups with a signal first (in rollout order), then flat ones to fill the batch.
+        groups = sorted(groups, key=lambda g: g[3])[: self.cfg.batch_size]
+        for prompt, group, r, is_flat in groups:
+            if is_flat:
                 flat += 1
                 adv = torch.zeros_like(r)
             else:
                 adv = (r - r.mean()) / (r.std() + 1e-4)
             rows += [prompt["ids"] + g for g in group]
             starts += [len(prompt["ids"])] * len(group)
-            rewards += r.tolist()
             advantages += adv.tolist()
             lengths += [len(g) for g in group]
         ids = pad_rows(rows, self.tok.pad_id)
@@ -116,7 +126,8 @@ class Rollouts:
                 "stats": {"reward_mean": sum(rewards) / len(rewards),
                           "accuracy": sum(x >= 1.0 for x in rewards) / len(rewards),
                           "completion_len": sum(lengths) / len(lengths),
-                          "flat_groups": flat / self.cfg.batch_size,
+                          "flat_groups": flat / self.cfg.batch_size,  # of the groups trained on
+                          "flat_rolled": flat_rolled / len(chosen),  # of the groups rolled out
                           "verifier_errors": float(self.verifier_errors)}}
 
     def state_dict(self) -> dict:
