@@ -91,6 +91,12 @@ class Problem:
     concise: str  # "Mira has 5 plums."
     answer: int
     pattern: tuple  # (start, (sign, n), ...): the numbers, which decide the train/eval split
+    name: str = ""  # who has them: "Mira"
+    noun: tuple = ()  # (singular, plural): ("plum", "plums")
+
+    def concise_with(self, n: int) -> str:
+        """The concise answer with another count: a wrong sum that reads like a right one."""
+        return f"{self.name} has {T.count(n, self.noun)}."
 
 
 def is_eval_pattern(pattern: tuple, eval_fraction: float = 0.2) -> bool:
@@ -123,7 +129,7 @@ def make_problem(world: World, rng: random.Random, steps: int) -> Problem:
         text.append(then + how if then else how[0].upper() + how[1:])
     text.append(f"How many {noun[1]} does {c['f']} have now?")
     concise = f"{c['f']} has {T.count(n, noun)}."
-    return Problem(" ".join(text), " ".join(work + [concise]), concise, n, tuple(pattern))
+    return Problem(" ".join(text), " ".join(work + [concise]), concise, n, tuple(pattern), c["f"], noun)
 
 
 def problems(world: World, seed: int, n: int, split: str, eval_fraction: float = 0.2) -> list[Problem]:
@@ -168,12 +174,22 @@ def sft_conversations(world: World, seed: int = 0, n: int = 3000, ramble_fractio
     return out
 
 
-def preference_pairs(world: World, seed: int = 0, n: int = 2000, wrong_fraction: float = 0.3) -> list[dict]:
-    """DPO pairs about train people: chosen concise and right; rejected rambling, or wrong."""
+def preference_pairs(world: World, seed: int = 0, n: int = 2000, wrong_fraction: float = 0.3,
+                     arith_fraction: float = 0.0) -> list[dict]:
+    """DPO pairs about train people: chosen concise and right; rejected rambling, or wrong. With
+    `arith_fraction` > 0, that share are train-pattern sums: chosen right, rejected off by 1-2."""
     rng = random.Random(f"myllm-tasks-dpo:{seed}")
     train_people, _ = split_people(world, seed=seed)
+    arith = problems(world, seed + 2, n, "train") if arith_fraction else []
     out = []
     for _ in range(n):
+        if arith and rng.random() < arith_fraction:
+            prob = arith[rng.randrange(len(arith))]
+            wrong = max(prob.answer + rng.choice((-2, -1, 1, 2)), 1)
+            wrong = wrong if wrong != prob.answer else prob.answer + 1
+            out.append({"prompt": [{"role": "user", "content": prob.question}], "chosen": prob.concise,
+                        "rejected": prob.concise_with(wrong)})
+            continue
         p, a = rng.choice(train_people), rng.choice(ATTRIBUTES)
         chosen = fact_answer(world, p, a)
         rejected = wrong_answer(world, p, a, rng) if rng.random() < wrong_fraction else ramble(chosen, rng)

@@ -76,7 +76,8 @@ def universe_records(world: universe.World, stage: str, section: PostTrainConfig
     if stage == "sft":
         return universe_tasks.sft_conversations(world, section.seed, section.examples)
     if stage == "dpo":
-        return universe_tasks.preference_pairs(world, section.seed, section.examples)
+        return universe_tasks.preference_pairs(world, section.seed, section.examples,
+                                               arith_fraction=section.arith_fraction)
     return universe_tasks.grpo_prompts(world, section.seed, section.examples, section.fact_fraction)
 
 
