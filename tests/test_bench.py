@@ -97,6 +97,6 @@ def test_inference_bench_measures_decode_and_the_bandwidth_bound():
     assert inference.copy_bandwidth(mb=8, repeats=1) > 1e8  # any machine copies more than 100 MB/s
     torch.manual_seed(0)
     model = Transformer(cfg).eval()
-    tok_s, first_call = inference.myllm_decode(model, [1, 2, 3], 8, repeats=1)
-    assert tok_s > 0 and first_call > 0
+    tok_s, _ = inference.myllm_decode(model, [1, 2, 3], 8, repeats=1)
+    assert tok_s > 0
     assert inference.batched(model, [1, 2, 3], 8, batch=4, repeats=1) > 0

@@ -57,12 +57,18 @@ def test_top_k_and_top_p_filters():
 
 
 def test_a_reused_decoder_gives_what_a_fresh_cache_gives(model):
-    """A chat reuses one decoder: a shorter second prompt must not see the first one's cache."""
+    """A chat reuses one decoder: a shorter second prompt must not see the first one's cache.
+
+    NaN left in every slot makes any read of a slot the new prompt has not written show up."""
     decoder = Decoder(model)
     p = SamplingParams(max_new_tokens=30, temperature=0.8, seed=4)
     long, short = [1] + list(range(40, 90)), [1, 17, 250]
     assert generate(model, long, p, decoder) == generate(model, long, p)
+    decoder.cache.k.fill_(float("nan"))
+    decoder.cache.v.fill_(float("nan"))
     assert generate(model, short, p, decoder) == generate(model, short, p)
+    with pytest.raises(ValueError, match="different model"):
+        generate(Transformer(model.cfg), short, p, decoder)
 
 
 @pytest.mark.slow
@@ -80,3 +86,26 @@ def test_compiled_decoder_matches_eager_and_compiles_once(model):
     ]:
         assert generate(model, prompt, params, decoder) == generate(model, prompt, params)
     assert counters["stats"]["unique_graphs"] == 1
+
+
+@pytest.mark.slow
+def test_a_compiled_quantized_decoder_keeps_its_integer_weights(model):
+    """Freezing would fold the dequantized fp32 weights into the graph; a quantized model compiles
+    without it, and decodes what it decodes eagerly."""
+    import copy
+
+    from myllm.infer.quant import quantize_model
+
+    quantized = quantize_model(copy.deepcopy(model), bits=8)
+    decoder = Decoder(quantized, compile=True)
+    assert decoder._options["freezing"] is False and Decoder(model, compile=True)._options["freezing"] is True
+    params = SamplingParams(max_new_tokens=30, temperature=0)
+    assert generate(quantized, [1, 17, 250], params, decoder) == generate(quantized, [1, 17, 250], params)
+
+
+def test_a_position_past_kv_len_is_refused(model):
+    from myllm.model import KVCache
+
+    cache = KVCache.allocate(model.cfg, 1, 16)
+    with pytest.raises(ValueError, match="past kv_len"):
+        model(torch.tensor([[3]]), cache=cache, positions=torch.tensor([9]), kv_len=8)

@@ -163,8 +163,13 @@ def cmd_chat(a: argparse.Namespace) -> int:
     model = _load_for_inference(a, out, lambda: path)
     tok = Tokenizer.load(out / "tokenizer" / "tokenizer.json")
     print(f"model: {path}")
+    if a.compile:
+        print(COMPILING_NOTE)
     repl(ChatSession(model, tok, _sampling(a, cfg, tok), a.system or "", compile=a.compile))
     return 0
+
+
+COMPILING_NOTE = "--compile: the decode step compiles before the first token (tens of seconds on a CPU), then runs fast"
 
 
 def _sampling(a: argparse.Namespace, cfg, tok):
@@ -235,11 +240,16 @@ def cmd_generate(a: argparse.Namespace) -> int:
     if a.beams:  # the best beam, printed whole (beams are only ranked at the end)
         if a.beams < 1:
             raise MyLLMError(f"--beams must be at least 1, got {a.beams}")
+        if a.compile:
+            print("note: --compile applies to sampling and greedy decoding, not to --beams; ignored", file=sys.stderr)
         (ids, _), *_ = beam_search(model, prompt, a.beams, params.max_new_tokens, params.stop_ids)
         text = TextStream(tok, params.stop)
         sys.stdout.write("".join(text.push(t) for t in ids) + ("" if text.stopped else text.flush()))
     else:
-        decoder = Decoder(model, compile=True) if a.compile else None
+        decoder = None
+        if a.compile:
+            print(COMPILING_NOTE, file=sys.stderr)
+            decoder = Decoder(model, compile=True)
         for piece in stream_text(model, tok, prompt, params, decoder):
             sys.stdout.write(piece)
             sys.stdout.flush()

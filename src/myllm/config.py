@@ -425,7 +425,7 @@ class RunConfig:
 # wall-clock a 128-wide, 4-layer model sees ~4x the tokens of the 256-wide `small` one and
 # learns the world's facts far sooner (87% vs 9% probe accuracy after 240 s on one core).
 # 2,000 steps, not 2,400: the longer schedule took ~90 s more (over the 10 minutes) for a worse
-# val bpb (0.2783 vs 0.2772) and probes (95.6% vs 99.0%) in the same run.
+# val bpb (0.2783 vs 0.2772) and probes (95.6% vs 99.0%) in otherwise identical runs.
 RUN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "default": {
         "model": {"preset": "micro"},

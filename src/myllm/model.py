@@ -36,7 +36,7 @@ class RMSNorm(nn.Module):
         dtype = x.dtype
         x = x.float()
         if not torch.is_grad_enabled():
-            # Inference: one fused op instead of five (a decode step is dominated by per-op
+            # Inference: one call instead of five (a decode step is dominated by per-op
             # overhead). Training keeps the spelled-out form: F.rms_norm's backward measured slower on CPU.
             return self.weight * F.rms_norm(x, x.shape[-1:], eps=self.eps).to(dtype)
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -246,6 +246,8 @@ class Transformer(nn.Module):
             length = kv_len or int(positions.max()) + 1
             if length > min(self.cfg.context, cache.max_len):
                 raise ValueError(f"position {length - 1} is outside the context / KV cache")
+            if kv_len and not torch.compiler.is_compiling() and int(positions.max()) >= kv_len:
+                raise ValueError(f"position {int(positions.max())} is past kv_len {kv_len}")
             cos, sin = self.rope_cos[positions][:, None, None, :], self.rope_sin[positions][:, None, None, :]
             mask = (torch.arange(length, device=idx.device) <= positions[:, None])[:, None, None, :]
         elif segments is None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from myllm.infer.quant import _Quantized
 from myllm.model import KVCache, Transformer
 
 
@@ -95,6 +96,10 @@ COMPILE_OPTIONS = {"freezing": True, "max_autotune": True, "cpp_wrapper": True,
                    "autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False}
 
 
+def _is_quantized(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, _Quantized) for m in model.modules())
+
+
 class Decoder:
     """One sequence decoding through its own KV cache: prefill the prompt, then one token a step.
 
@@ -104,6 +109,10 @@ class Decoder:
     shapes never change and it never recompiles; the first call pays the compile (tens of
     seconds on a CPU), and a compiled decoder is reused across prompts (`myllm chat --compile`).
     Compiling freezes the weights: a model still being trained must use eager decoding.
+    A quantized model compiles without freezing, which would fold its dequantized fp32 weights
+    into the graph as constants and so lose the memory the integers save. Each compiled decoder
+    is one more compiled graph: past dynamo's recompile limit (8 per code object by default)
+    further decoders in the same process fall back to eager, so build one and reuse it.
     """
 
     def __init__(self, model: Transformer, max_len: int = 0, compile: bool = False):
@@ -114,17 +123,20 @@ class Decoder:
         self.compiled = self._compiling = compile
         if compile:
             cache, kv_len = self.cache, self.max_len
+            self._options = dict(COMPILE_OPTIONS, freezing=not _is_quantized(model))
 
             def fixed_step(token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
                 return model(token, cache=cache, positions=position, kv_len=kv_len)[:, -1]
 
             self._fixed_step = torch.compile(fixed_step, dynamic=False, fullgraph=True)
 
+    @torch.no_grad()
     def prefill(self, prompt: list[int]) -> torch.Tensor:
         """Run the prompt into the cache (from position 0); the logits (1, V) after its last token."""
         tokens = torch.tensor([prompt], device=self.cache.k.device)
         return self.model(tokens, cache=self.cache, start=0)[:, -1]
 
+    @torch.no_grad()
     def step(self, token: torch.Tensor, pos: int) -> torch.Tensor:
         """Feed `token` (1, 1) at position `pos`; the logits (1, V) for position pos + 1."""
         if self.compiled:
@@ -132,7 +144,7 @@ class Decoder:
             if self._compiling:  # the first call compiles; some options are read only then, not via options=
                 from torch._inductor import config as inductor_config
 
-                with inductor_config.patch(COMPILE_OPTIONS):
+                with inductor_config.patch(self._options):
                     logits = self._fixed_step(token, position)
                 self._compiling = False
                 return logits
@@ -161,6 +173,8 @@ def stream(model: Transformer, prompt: list[int], params: SamplingParams,
         generator = torch.Generator(device=device).manual_seed(params.seed)
     if decoder is None:
         decoder = Decoder(model, len(prompt) + budget)
+    elif decoder.model is not model:
+        raise ValueError("the decoder was built for a different model")
     logits = decoder.prefill(prompt)
     if params.penalized:  # token bookkeeping only when a penalty needs it
         seen = torch.zeros(1, logits.shape[-1], dtype=torch.bool, device=device)

@@ -87,7 +87,7 @@ class Rollouts:
     @torch.no_grad()
     def next_batch(self) -> dict[str, Any]:
         self.policy.eval()
-        rows, starts, advantages, lengths, flat = [], [], [], [], 0
+        rows, starts, advantages, flat = [], [], [], 0
         stops = set(self.params.stop_ids)
         chosen = [self.prompts[i] for i in self.order.take(self.cfg.batch_size * self.cfg.oversample)]
         G = self.cfg.group_size
@@ -112,7 +112,6 @@ class Rollouts:
             rows += [prompt["ids"] + g for g in group]
             starts += [len(prompt["ids"])] * len(group)
             advantages += adv.tolist()
-            lengths += [len(g) for g in group]
         ids = pad_rows(rows, self.tok.pad_id)
         mask = torch.zeros_like(ids, dtype=torch.float32)
         for k, (row, s) in enumerate(zip(rows, starts)):
@@ -125,7 +124,7 @@ class Rollouts:
                 "advantages": torch.tensor(advantages, device=self.device),
                 "stats": {"reward_mean": sum(rewards) / len(rewards),
                           "accuracy": sum(x >= 1.0 for x in rewards) / len(rewards),
-                          "completion_len": sum(lengths) / len(lengths),
+                          "completion_len": sum(map(len, replies)) / len(replies),  # of every reply too
                           "flat_groups": flat / self.cfg.batch_size,  # of the groups trained on
                           "flat_rolled": flat_rolled / len(chosen),  # of the groups rolled out
                           "verifier_errors": float(self.verifier_errors)}}
