@@ -139,7 +139,7 @@ def main() -> None:
     ap.add_argument("--run", default="runs/universe", help="run directory with a trained model")
     ap.add_argument("--tokens", type=int, default=200, help="new tokens per generation")
     ap.add_argument("--prompt-tokens", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=10, help="best of this many timed runs (short runs are noisy)")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: hf,llama,accuracy")
     ap.add_argument("--stage", choices=["pretrain", "sft", "dpo", "grpo"], help="default: the run's final model")
     ap.add_argument("--threads", type=int, default=0, help="threads for every engine (default: torch's)")
