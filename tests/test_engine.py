@@ -90,22 +90,38 @@ def test_compiled_decoder_matches_eager_and_compiles_once(model):
 
 @pytest.mark.slow
 def test_a_compiled_quantized_decoder_keeps_its_integer_weights(model):
-    """Freezing would fold the dequantized fp32 weights into the graph; a quantized model compiles
-    without it, and decodes what it decodes eagerly."""
+    """Freezing would fold the dequantized fp32 weights into the graph as constants; a quantized
+    model compiles without it, so the graph reads the stored integers: changing them after the
+    compile changes what it decodes, exactly as it changes eager decoding."""
     import copy
 
     from myllm.infer.quant import quantize_model
 
     quantized = quantize_model(copy.deepcopy(model), bits=8)
     decoder = Decoder(quantized, compile=True)
-    assert decoder._options["freezing"] is False and Decoder(model, compile=True)._options["freezing"] is True
     params = SamplingParams(max_new_tokens=30, temperature=0)
-    assert generate(quantized, [1, 17, 250], params, decoder) == generate(quantized, [1, 17, 250], params)
+    before = generate(quantized, [1, 17, 250], params)
+    assert generate(quantized, [1, 17, 250], params, decoder) == before
+    for layer in quantized.layers:
+        layer.mlp.down_proj.qweight.neg_()  # flip every MLP's output
+    after = generate(quantized, [1, 17, 250], params)
+    assert after != before and generate(quantized, [1, 17, 250], params, decoder) == after
 
 
-def test_a_position_past_kv_len_is_refused(model):
-    from myllm.model import KVCache
+@pytest.mark.slow
+def test_past_the_recompile_limit_a_decoder_warns_and_decodes_eagerly(model):
+    other = Transformer(model.cfg).eval()
+    params = SamplingParams(max_new_tokens=10, temperature=0)
+    with torch._dynamo.config.patch(recompile_limit=1):
+        assert generate(model, [1, 5], params, Decoder(model, compile=True)) == generate(model, [1, 5], params)
+        second = Decoder(other, compile=True)
+        with pytest.warns(UserWarning, match="recompile_limit"):
+            out = generate(other, [1, 5], params, second)
+    assert out == generate(other, [1, 5], params) and not second.compiled
 
-    cache = KVCache.allocate(model.cfg, 1, 16)
-    with pytest.raises(ValueError, match="past kv_len"):
-        model(torch.tensor([[3]]), cache=cache, positions=torch.tensor([9]), kv_len=8)
+
+def test_a_step_outside_the_decoder_cache_is_refused(model):
+    decoder = Decoder(model, max_len=8)
+    decoder.prefill([1, 2, 3])
+    with pytest.raises(ValueError, match="outside this decoder's cache of 8"):
+        decoder.step(torch.tensor([[3]]), 8)

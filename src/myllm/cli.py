@@ -14,6 +14,8 @@ from pathlib import Path
 
 from myllm.errors import MyLLMError
 
+COMPILING_NOTE = "--compile: the decode step compiles before the first token (tens of seconds on a CPU), then runs fast"
+
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -167,9 +169,6 @@ def cmd_chat(a: argparse.Namespace) -> int:
         print(COMPILING_NOTE)
     repl(ChatSession(model, tok, _sampling(a, cfg, tok), a.system or "", compile=a.compile))
     return 0
-
-
-COMPILING_NOTE = "--compile: the decode step compiles before the first token (tens of seconds on a CPU), then runs fast"
 
 
 def _sampling(a: argparse.Namespace, cfg, tok):

@@ -244,8 +244,6 @@ class Transformer(nn.Module):
             length = kv_len or int(positions.max()) + 1
             if length > min(self.cfg.context, cache.max_len):
                 raise ValueError(f"position {length - 1} is outside the context / KV cache")
-            if kv_len and not torch.compiler.is_compiling() and int(positions.max()) >= kv_len:
-                raise ValueError(f"position {int(positions.max())} is past kv_len {kv_len}")
             cos, sin = self.rope_cos[positions][:, None, None, :], self.rope_sin[positions][:, None, None, :]
             mask = (torch.arange(length, device=idx.device) <= positions[:, None])[:, None, None, :]
         elif segments is None:

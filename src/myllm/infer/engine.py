@@ -18,6 +18,7 @@ are `myllm.infer.text`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -108,11 +109,11 @@ class Decoder:
     cache of fixed length `max_len`, every step attending over all of it under a mask, so the
     shapes never change and it never recompiles; the first call pays the compile (tens of
     seconds on a CPU), and a compiled decoder is reused across prompts (`myllm chat --compile`).
-    Compiling freezes the weights: a model still being trained must use eager decoding.
-    A quantized model compiles without freezing, which would fold its dequantized fp32 weights
-    into the graph as constants and so lose the memory the integers save. Each compiled decoder
-    is one more compiled graph: past dynamo's recompile limit (8 per code object by default)
-    further decoders in the same process fall back to eager, so build one and reuse it.
+    Compiling freezes the weights (a model still being trained must use eager decoding), except
+    for a quantized model: freezing would fold its dequantized fp32 weights into the graph as
+    constants and so give back the memory the integers save. Each compiled decoder is one more
+    compiled graph of the same step: past dynamo's recompile limit (8 by default) a further
+    decoder in the same process warns and decodes eagerly, so build one per model and reuse it.
     """
 
     def __init__(self, model: Transformer, max_len: int = 0, compile: bool = False):
@@ -139,16 +140,23 @@ class Decoder:
     @torch.no_grad()
     def step(self, token: torch.Tensor, pos: int) -> torch.Tensor:
         """Feed `token` (1, 1) at position `pos`; the logits (1, V) for position pos + 1."""
+        if not 0 <= pos < self.max_len:
+            raise ValueError(f"position {pos} is outside this decoder's cache of {self.max_len}")
         if self.compiled:
             position = torch.tensor([pos], device=token.device)
-            if self._compiling:  # the first call compiles; some options are read only then, not via options=
-                from torch._inductor import config as inductor_config
+            if not self._compiling:
+                return self._fixed_step(token, position)
+            self._compiling = False  # the first call compiles; some options are read only then, not via options=
+            from torch._inductor import config as inductor_config
 
+            try:
                 with inductor_config.patch(self._options):
-                    logits = self._fixed_step(token, position)
-                self._compiling = False
-                return logits
-            return self._fixed_step(token, position)
+                    return self._fixed_step(token, position)
+            except torch._dynamo.exc.FailOnRecompileLimitHit:
+                warnings.warn("this process has compiled as many decode steps as torch._dynamo.config."
+                              "recompile_limit allows; this decoder runs eagerly (reuse one Decoder per model)",
+                              stacklevel=3)
+                self.compiled = False
         return self.model(token, cache=self.cache, start=pos)[:, -1]
 
 

@@ -61,10 +61,11 @@ def quantize_int4(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch
 
 
 def dequantize(q: torch.Tensor, scale: torch.Tensor, bits: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    # In place after the one conversion: every fresh matrix-sized temporary is a new allocation
-    # (and, above glibc's mmap threshold, fresh page faults), which measured ~10x slower per call.
+    # In place after the one conversion (one allocation per call): every fresh matrix-sized
+    # temporary is a new allocation and, above glibc's mmap threshold, fresh page faults. For the
+    # 4,096 x 128 output head that measured ~10x slower at int8; for the small layers ~1.1-1.4x.
     if bits == 8:
-        return q.to(dtype).mul_(scale.to(dtype))
+        return q.to(dtype, copy=True).mul_(scale.to(dtype))  # copy: never scale the stored integers
     out_f, groups = q.shape[0], scale.shape[1]
     values = torch.empty(out_f, q.shape[1], 2, dtype=dtype, device=q.device)
     values[..., 0], values[..., 1] = q & 0xF, q >> 4

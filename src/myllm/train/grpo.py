@@ -124,7 +124,7 @@ class Rollouts:
                 "advantages": torch.tensor(advantages, device=self.device),
                 "stats": {"reward_mean": sum(rewards) / len(rewards),
                           "accuracy": sum(x >= 1.0 for x in rewards) / len(rewards),
-                          "completion_len": sum(map(len, replies)) / len(replies),  # of every reply too
+                          "completion_len": sum(map(len, replies)) / len(replies),  # every reply rolled out
                           "flat_groups": flat / self.cfg.batch_size,  # of the groups trained on
                           "flat_rolled": flat_rolled / len(chosen),  # of the groups rolled out
                           "verifier_errors": float(self.verifier_errors)}}
