@@ -84,19 +84,27 @@ def ramble(answer: str, rng: random.Random) -> str:
 
 
 # --- Arithmetic ---------------------------------------------------------------------------
+def _has(name: str, n: int, noun: tuple) -> str:
+    return f"{name} has {T.count(n, noun)}."
+
+
 @dataclass(frozen=True)
 class Problem:
     question: str
     worked: str  # the answer with its reasoning span: "3 + 4 = 7. 7 - 2 = 5. Mira has 5 plums."
-    concise: str  # "Mira has 5 plums."
     answer: int
     pattern: tuple  # (start, (sign, n), ...): the numbers, which decide the train/eval split
-    name: str = ""  # who has them: "Mira"
-    noun: tuple = ()  # (singular, plural): ("plum", "plums")
+    name: str  # who has them: "Mira"
+    noun: tuple  # (singular, plural): ("plum", "plums")
+
+    @property
+    def concise(self) -> str:
+        """The answer alone: "Mira has 5 plums." """
+        return _has(self.name, self.answer, self.noun)
 
     def concise_with(self, n: int) -> str:
         """The concise answer with another count: a wrong sum that reads like a right one."""
-        return f"{self.name} has {T.count(n, self.noun)}."
+        return _has(self.name, n, self.noun)
 
 
 def is_eval_pattern(pattern: tuple, eval_fraction: float = 0.2) -> bool:
@@ -128,8 +136,7 @@ def make_problem(world: World, rng: random.Random, steps: int) -> Problem:
             n += d
         text.append(then + how if then else how[0].upper() + how[1:])
     text.append(f"How many {noun[1]} does {c['f']} have now?")
-    concise = f"{c['f']} has {T.count(n, noun)}."
-    return Problem(" ".join(text), " ".join(work + [concise]), concise, n, tuple(pattern), c["f"], noun)
+    return Problem(" ".join(text), " ".join(work + [_has(c["f"], n, noun)]), n, tuple(pattern), c["f"], noun)
 
 
 def problems(world: World, seed: int, n: int, split: str, eval_fraction: float = 0.2) -> list[Problem]:

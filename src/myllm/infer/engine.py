@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from myllm.infer.quant import _Quantized
+from myllm.infer.quant import is_quantized
 from myllm.model import KVCache, Transformer
 
 
@@ -97,10 +97,6 @@ COMPILE_OPTIONS = {"freezing": True, "max_autotune": True, "cpp_wrapper": True,
                    "autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False}
 
 
-def _is_quantized(model: torch.nn.Module) -> bool:
-    return any(isinstance(m, _Quantized) for m in model.modules())
-
-
 class Decoder:
     """One sequence decoding through its own KV cache: prefill the prompt, then one token a step.
 
@@ -124,7 +120,7 @@ class Decoder:
         self.compiled = self._compiling = compile
         if compile:
             cache, kv_len = self.cache, self.max_len
-            self._options = dict(COMPILE_OPTIONS, freezing=not _is_quantized(model))
+            self._options = dict(COMPILE_OPTIONS, freezing=not is_quantized(model))
 
             def fixed_step(token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
                 return model(token, cache=cache, positions=position, kv_len=kv_len)[:, -1]

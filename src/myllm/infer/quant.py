@@ -116,6 +116,10 @@ class QuantEmbedding(_Quantized):
         return dequantize(q, s, self.bits, self.dtype).view(*idx.shape, self.in_features)
 
 
+def is_quantized(model: nn.Module) -> bool:
+    return any(isinstance(m, _Quantized) for m in model.modules())
+
+
 def quantize_model(model: nn.Module, bits: int, group_size: int = 32) -> nn.Module:
     """Replace every `nn.Linear` and the embedding of `model` (in place) by quantized modules."""
     if bits not in (4, 8):
