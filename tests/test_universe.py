@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from myllm import universe as U
-from myllm import universe_text as T
+from myllm.universe import words
+from myllm.universe.phrases import ANSWER_WRAPS, FACTS, SAY, full_form, person_context
 
 SEED = 1234
 
@@ -24,7 +25,7 @@ def world() -> U.World:
 
 @pytest.fixture(scope="module")
 def timed_books(world):
-    U._WRITERS.clear()  # time a cold start: option caches are built inside the measurement
+    U.books._WRITERS.clear()  # time a cold start: option caches are built inside the measurement
     t0 = time.process_time()
     books = U.generate_books(world, SEED)
     return books, time.process_time() - t0
@@ -50,7 +51,7 @@ def test_world_is_deterministic_and_complete(world):
         assert len({getattr(p, field) for p in people}) == 64, field
     assert {p.gender for p in people} == {"female", "male"}
     for p in people:
-        assert p.town in world.towns and p.trade in T.TRADES and p.pet in T.SPECIES and p.food in T.FOODS
+        assert p.town in world.towns and p.trade in words.TRADES and p.pet in words.SPECIES and p.food in words.FOODS
         assert [p.fact(a) for a in U.ATTRIBUTES] == [p.town, p.trade, p.pet, p.pet_name, p.food, p.friend]
     assert all(any(p.town == t for p in people) for t in world.towns)  # every town is someone's home
     with pytest.raises(KeyError):
@@ -68,7 +69,7 @@ def test_names_are_single_ascii_words_and_prefix_free(world):
     names = [n for p in world.people for n in (p.first, p.last, p.pet_name)] + list(world.towns)
     assert all(re.fullmatch(r"[A-Z][a-z]+", n) for n in names)
     assert len(set(names)) == len(names)
-    pool = sorted(T.FEMALE_NAMES + T.MALE_NAMES + T.SURNAMES + T.TOWN_NAMES + T.PET_NAMES)
+    pool = sorted(words.FEMALE_NAMES + words.MALE_NAMES + words.SURNAMES + words.TOWN_NAMES + words.PET_NAMES)
     assert not [(a, b) for a, b in zip(pool, pool[1:]) if b.startswith(a)]
 
 
@@ -211,17 +212,17 @@ def test_every_fact_is_repeated_across_many_train_books(world, books):
 
 def test_every_fact_appears_in_three_paraphrases_and_in_the_first_person(world, train_text):
     """Third person (full name, first name, pronoun) and first person (dialogue, or a signed letter)."""
-    sentences = set(U._SENTENCE.split(train_text))
+    sentences = set(U.probes._SENTENCE.split(train_text))
     letters = {(m[1], s) for m in re.finditer(r"Chapter: A Letter from (\w+ \w+)\n\nDear \w+,\n(.*)", train_text)
-               for s in U._SENTENCE.split(m[2])}
+               for s in U.probes._SENTENCE.split(m[2])}
     dialogue = 0
     for p in world.people:
-        c = T.person_context(p, world.person(p.friend))
+        c = person_context(p, world.person(p.friend))
         for a in U.ATTRIBUTES:
-            third = [t.format(**c) for t, _ in T.FACTS[a]] + [T.full_form(t).format(**c) for t, _ in T.FACTS[a]]
+            third = [t.format(**c) for t, _ in FACTS[a]] + [full_form(t).format(**c) for t, _ in FACTS[a]]
             assert len({s for s in third if s in sentences}) >= 3, (p.full, a)
-            said = any(w.format(X=s.format(**c), f=p.first) in sentences for s in T.SAY[a] for w in T.ANSWER_WRAPS)
-            written = any((p.full, s.format(**c) + ".") in letters for s in T.SAY[a])
+            said = any(w.format(X=s.format(**c), f=p.first) in sentences for s in SAY[a] for w in ANSWER_WRAPS)
+            written = any((p.full, s.format(**c) + ".") in letters for s in SAY[a])
             assert said or written, (p.full, a)
             dialogue += said
     assert dialogue > 0.75 * 384

@@ -1,8 +1,8 @@
 """Post-training data from the universe: held-out people and numbers stay held out, answers are right."""
 
 from myllm import universe
-from myllm import universe_tasks as tasks
 from myllm.evals.verifiers import contains, final_number, one_sentence
+from myllm.universe import tasks
 
 
 def test_held_out_people_and_number_patterns_never_reach_training():

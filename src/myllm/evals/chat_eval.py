@@ -21,13 +21,13 @@ from collections.abc import Sequence
 
 import torch
 
-from myllm import universe_tasks
 from myllm.chat import prompt_ids, stop_ids
 from myllm.evals.verifiers import get_verifier, one_sentence
 from myllm.infer.engine import SamplingParams, generate_many
 from myllm.model import Transformer
 from myllm.tokenizer import Tokenizer
 from myllm.universe import World
+from myllm.universe import tasks as universe_tasks
 
 MAX_REPLY_TOKENS = 48
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from myllm import universe_tasks
 from myllm.config import RunConfig
 from myllm.data.shards import ShardReader
 from myllm.evals.bpb import evaluate_bpb
@@ -22,6 +21,7 @@ from myllm.model import Transformer
 from myllm.tokenizer import Tokenizer
 from myllm.train.loop import autocast_dtype, resolve_device
 from myllm.universe import World
+from myllm.universe import tasks as universe_tasks
 
 
 def eval_sets(run_dir: Path) -> tuple[World, dict[str, list[dict]]] | None:

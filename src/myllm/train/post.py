@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from myllm import universe, universe_tasks
+from myllm import universe
 from myllm.chat import save_template
 from myllm.config import PostTrainConfig, RunConfig
 from myllm.errors import MyLLMError
@@ -30,6 +30,7 @@ from myllm.tokenizer import Tokenizer
 from myllm.train.checkpoint import latest_checkpoint, load_model, read_state
 from myllm.train.loop import TrainResult, resolve_device, train
 from myllm.train.lora import apply_lora, parse_targets
+from myllm.universe import tasks as universe_tasks
 
 CHAIN = ("pretrain", "sft", "dpo", "grpo")
 

@@ -25,8 +25,9 @@ import random
 import zlib
 from dataclasses import dataclass
 
-from myllm import universe_text as T
-from myllm.universe import ATTRIBUTES, Person, World
+from myllm.universe.phrases import FACTS, person_context
+from myllm.universe.words import FOOD, count
+from myllm.universe.world import ATTRIBUTES, Person, World
 
 QUESTIONS = {
     "town": ("Where does {F} live?", "Which town is {F}'s home?"),
@@ -56,7 +57,7 @@ def split_people(world: World, eval_fraction: float = 0.25, seed: int = 0) -> tu
 
 
 def _context(world: World, p: Person) -> dict[str, str]:
-    return T.person_context(p, world.person(p.friend))
+    return person_context(p, world.person(p.friend))
 
 
 def fact_question(world: World, p: Person, attribute: str, phrasing: int = 0) -> str:
@@ -65,7 +66,7 @@ def fact_question(world: World, p: Person, attribute: str, phrasing: int = 0) ->
 
 def fact_answer(world: World, p: Person, attribute: str) -> str:
     """The answer as the books' cloze sentence: "Mira Fenwick lives in Oakridge."."""
-    return T.FACTS[attribute][0][0].format(**_context(world, p))
+    return FACTS[attribute][0][0].format(**_context(world, p))
 
 
 def wrong_answer(world: World, p: Person, attribute: str, rng: random.Random) -> str:
@@ -76,7 +77,7 @@ def wrong_answer(world: World, p: Person, attribute: str, rng: random.Random) ->
     ctx[attribute] = value
     if attribute == "friend":
         ctx["friend"] = value
-    return T.FACTS[attribute][0][0].format(**ctx)
+    return FACTS[attribute][0][0].format(**ctx)
 
 
 def ramble(answer: str, rng: random.Random) -> str:
@@ -85,7 +86,7 @@ def ramble(answer: str, rng: random.Random) -> str:
 
 # --- Arithmetic ---------------------------------------------------------------------------
 def _has(name: str, n: int, noun: tuple) -> str:
-    return f"{name} has {T.count(n, noun)}."
+    return f"{name} has {count(n, noun)}."
 
 
 @dataclass(frozen=True)
@@ -116,9 +117,9 @@ def make_problem(world: World, rng: random.Random, steps: int) -> Problem:
     """A 1- or 2-step market sum with every count between 1 and 18 and never below 1."""
     p = rng.choice(world.people)
     c = _context(world, p)
-    noun = rng.choice(T.FOOD)
+    noun = rng.choice(FOOD)
     n = rng.randint(1, 9)
-    text = [f"{c['F']} had {T.count(n, noun)}."]
+    text = [f"{c['F']} had {count(n, noun)}."]
     work, pattern = [], [n]
     for k in range(steps):
         then = "" if k == 0 else "Then "
