@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from myllm.config import TRAIN_PRESETS, RunConfig, apply_overrides, parse_overrides, train_preset_overrides
+from myllm.config import TRAIN_PRESETS, RunConfig, train_preset
 from myllm.data.loader import PhasedBatches
 from myllm.data.shards import ShardReader
 from myllm.errors import ConfigError, MyLLMError
@@ -20,7 +20,7 @@ from myllm.train.pretrain import parse_phases, pretrain
 
 def preset_config(name: str) -> RunConfig:
     cfg = RunConfig()
-    apply_overrides(cfg, parse_overrides(train_preset_overrides(name)), "test")
+    train_preset(name)(cfg)
     return cfg.validate()
 
 
@@ -65,7 +65,7 @@ def test_gpt2_124m_preset():
 
 def test_unknown_preset_and_bad_phases():
     with pytest.raises(ConfigError, match="unknown training preset 'big'; choose from myllm-1b, gpt2-124m"):
-        train_preset_overrides("big")
+        train_preset("big")
     with pytest.raises(MyLLMError, match="expected SHARDS_DIR:TOKENS"):
         parse_phases("shards-math")
     assert parse_phases("a:1e3, b:2000") == [("a", 1000), ("b", 2000)]

@@ -74,13 +74,14 @@ def cmd_tokenizer(a: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(a: argparse.Namespace) -> int:
-    from myllm.config import train_preset_overrides
+    from myllm.config import apply_overrides, parse_overrides, train_preset
     from myllm.run import BUDGET_MAX_STEPS, load_run, run_stage
     from myllm.train.distributed import launch, launched_by_torchrun
     from myllm.train.pretrain import pretrain
 
     out = Path(a.run)
-    extra = train_preset_overrides(a.preset) if a.preset else []
+    preset = train_preset(a.preset) if a.preset else None  # an unknown name stops before the run is read
+    extra = []
     if a.time_budget is not None:  # the budget is the stopping rule unless --max-steps is given too
         extra += [f"train.time_budget={float(a.time_budget)}", f"train.max_steps={BUDGET_MAX_STEPS}"]
     if a.max_steps is not None:
@@ -88,7 +89,11 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
     if a.dist is not None:
         extra.append(f"train.dist={a.dist}")
     extra += a.overrides
-    cfg = load_run(out, extra)
+    cfg = load_run(out)
+    if preset:  # the preset's fields, then the flags and --set over them
+        preset(cfg)
+    apply_overrides(cfg, parse_overrides(extra), "--set")
+    cfg.validate()
     if a.nproc is not None and not launched_by_torchrun():
         return launch(a.nproc, _without_nproc(a.argv), cfg.train.device)
     if launched_by_torchrun() and int(os.environ["RANK"]) != 0:

@@ -12,7 +12,7 @@ into plain `nn.Linear` layers, which is how a LoRA stage is loaded for evaluatio
 export: the merged model is an ordinary Transformer.
 
 Default targets are the attention projections (q, k, v, o), as in the LoRA paper; the MLP
-projections (gate_proj, up_proj, down_proj) can be added.
+projections (gate_proj, up_proj, down_proj) can be added (`LORA_TARGETS` in myllm.config.schema).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from myllm.config import parse_targets  # target names are checked where the config is (myllm.config.schema)
 from myllm.errors import MyLLMError
 
-TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
@@ -50,14 +50,6 @@ class LoRALinear(nn.Module):
             delta = (self.lora_B.float() @ self.lora_A.float()) * self.scale
             linear.weight.copy_((self.weight.float() + delta).to(self.weight.dtype))
         return linear
-
-
-def parse_targets(targets: str | tuple[str, ...]) -> tuple[str, ...]:
-    names = tuple(t.strip() for t in targets.split(",")) if isinstance(targets, str) else tuple(targets)
-    bad = [t for t in names if t not in TARGETS]
-    if bad or not names:
-        raise MyLLMError(f"LoRA targets {bad or names}: choose from {', '.join(TARGETS)} (comma-separated)")
-    return names
 
 
 def apply_lora(model: nn.Module, rank: int, alpha: float, targets: str | tuple[str, ...] = DEFAULT_TARGETS) -> int:

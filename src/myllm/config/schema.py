@@ -1,28 +1,16 @@
-"""Configuration: one dataclass per stage, named presets, TOML files and `--set k=v` overrides.
+"""The schema of a run's config: one dataclass per section of `config.toml`, each with its checks.
 
-A run's resolved config is written to `runs/<name>/config.toml`; every stage reads its own
-section from there, and a stage whose section (and inputs) did not change is skipped.
-
-Resolution order (later wins): the run preset (`default` or `quick`), the model preset named
-by `model.preset`, a user TOML file, then `--set section.key=value` overrides.
+`RunConfig` holds every section; its `validate` stops on an impossible value with one line that
+names the key and the valid choices.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from myllm.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from myllm.errors import ConfigError, MyLLMError
 
 
 @dataclass
@@ -67,19 +55,6 @@ class ModelConfig:
 
 def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
-
-
-# Named model shapes. `myllm-1b` is the seed's design: exactly 1,055,231,744 parameters.
-MODEL_PRESETS: dict[str, dict[str, Any]] = {
-    "nano": dict(vocab_size=1024, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=192, context=128),
-    "micro": dict(vocab_size=2048, d_model=128, n_layers=4, n_heads=2, n_kv_heads=1, d_ff=384, context=256),
-    "small": dict(vocab_size=4096, d_model=256, n_layers=6, n_heads=4, n_kv_heads=2, d_ff=768, context=256),
-    "gpt2-124m": dict(vocab_size=50304, d_model=768, n_layers=12, n_heads=12, n_kv_heads=12, d_ff=2048, context=1024),
-    "myllm-1b": dict(
-        vocab_size=65536, d_model=1792, n_layers=28, n_heads=14, n_kv_heads=2, d_ff=4864, context=8192,
-        rope_theta=500000.0,
-    ),
-}
 
 
 @dataclass
@@ -232,6 +207,19 @@ class TrainConfig:
                               "train.dist_timeout > 0")
 
 
+# The linears of a block that LoRA can wrap (see myllm.train.lora), named as in myllm.model.
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def parse_targets(targets: str | tuple[str, ...]) -> tuple[str, ...]:
+    """`"q_proj,v_proj"` (or a tuple) -> the LoRA target names, each checked against LORA_TARGETS."""
+    names = tuple(t.strip() for t in targets.split(",")) if isinstance(targets, str) else tuple(targets)
+    bad = [t for t in names if t not in LORA_TARGETS]
+    if bad or not names:
+        raise MyLLMError(f"LoRA targets {bad or names}: choose from {', '.join(LORA_TARGETS)} (comma-separated)")
+    return names
+
+
 @dataclass
 class PostTrainConfig:
     """What SFT, DPO and GRPO share: their data, a short training recipe, optional LoRA.
@@ -262,8 +250,6 @@ class PostTrainConfig:
                 raise ConfigError(f"{name}.{key} = {getattr(self, key)} must be positive")
         if self.lr <= 0 or self.lora_rank < 0 or self.lora_alpha <= 0:
             raise ConfigError(f"{name}.lr and {name}.lora_alpha must be > 0, {name}.lora_rank >= 0")
-        from myllm.train.lora import parse_targets
-
         parse_targets(self.lora_targets)
 
     def train_config(self, base: TrainConfig) -> TrainConfig:
@@ -412,199 +398,3 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-    def section_hash(self, *sections: str) -> str:
-        """A fingerprint of some sections: a stage is stale when its fingerprint changes."""
-        d = self.to_dict()
-        blob = json.dumps({s: d[s] for s in sections}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-# Run presets: the defaults of `myllm run` and of `myllm run --quick` (CI's smoke test).
-# The default is tuned for the built-in universe on a 2-core CPU (~10 minutes in all): at equal
-# wall-clock a 128-wide, 4-layer model sees ~4x the tokens of the 256-wide `small` one and
-# learns the world's facts far sooner (87% vs 9% probe accuracy after 240 s on one core).
-# 2,000 steps, not 2,400: the longer schedule took ~90 s more (over the 10 minutes) for a worse
-# val bpb (0.2783 vs 0.2772) and probes (95.6% vs 99.0%) in otherwise identical runs.
-RUN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "default": {
-        "model": {"preset": "micro"},
-        "train": {"batch_size": 8, "lr": 6e-3, "warmup_steps": 30, "max_steps": 2000, "eval_every": 400,
-                  "ckpt_every": 400},
-    },
-    "quick": {
-        "model": {"preset": "micro"},
-        "train": {"batch_size": 8, "lr": 6e-3, "warmup_steps": 20, "max_steps": 200, "eval_every": 100,
-                  "ckpt_every": 100},
-        "sft": {"examples": 300, "max_steps": 20},
-        "dpo": {"examples": 100, "max_steps": 5},
-        "grpo": {"examples": 50, "max_steps": 3, "batch_size": 4, "group_size": 4},
-    },
-}
-
-
-# Scale presets for `myllm pretrain --preset NAME` (applied over the run's config, before --set).
-# myllm-1b is the seed's design: 8 GPUs, data parallel, context 8,192, global batch 32 packed
-# sequences (4 per GPU, no accumulation) = 262,144 tokens per step; two data phases in order, math
-# text (12.54 B tokens, 47,837 steps) then general prose (15.00 B, 57,221 steps): 27.54 B tokens
-# in 105,058 steps (each phase ends on a whole step). Activation checkpointing and the chunked loss
-# (auto at this vocabulary) bring a rank to ~30 GB (`myllm plan`). gpt2-124m is the GPT-2
-# small-sized reference shape (nanoGPT's recipe: 0.5 M tokens/step).
-TRAIN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "myllm-1b": {
-        "model": {"preset": "myllm-1b"},
-        "train": {"dist": "ddp", "batch_size": 4, "grad_accum": 1, "global_batch": 32, "seq_len": 8192,
-                  "max_steps": 105058, "lr": 3e-4, "min_lr_ratio": 0.1, "warmup_steps": 2000, "weight_decay": 0.1,
-                  "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0, "eval_every": 1000, "ckpt_every": 1000,
-                  "keep_last": 3, "activation_checkpointing": True, "compile": "auto",
-                  "phases": "shards-math:12540000000,shards-prose:15000000000"},
-    },
-    "gpt2-124m": {
-        "model": {"preset": "gpt2-124m"},
-        "train": {"dist": "ddp", "batch_size": 16, "global_batch": 512, "seq_len": 1024, "max_steps": 19073,
-                  "lr": 6e-4, "min_lr_ratio": 0.1, "warmup_steps": 715, "weight_decay": 0.1, "grad_clip": 1.0,
-                  "eval_every": 250, "ckpt_every": 1000, "keep_last": 3, "compile": "auto"},
-    },
-}
-
-
-def train_preset_overrides(name: str) -> list[str]:
-    """`--preset NAME` as `--set` strings, so a preset is exactly what one could type by hand."""
-    if name not in TRAIN_PRESETS:
-        raise ConfigError(f"unknown training preset {name!r}; choose from {', '.join(TRAIN_PRESETS)}")
-    return [f"{k}={v}" for k, v in _preset_first(flatten(TRAIN_PRESETS[name])).items()]
-
-
-def parse_value(text: str) -> Any:
-    """`--set` values: int, float, true/false, else the string itself."""
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def apply_overrides(cfg: RunConfig, values: dict[str, Any], origin: str) -> None:
-    """Set `section.key` values, rejecting unknown keys and wrong types with a clear message."""
-    for dotted, value in values.items():
-        section_name, _, key = dotted.partition(".")
-        section = getattr(cfg, section_name, None) if section_name in RunConfig.__dataclass_fields__ else None
-        if section is None:
-            sections = ", ".join(RunConfig.__dataclass_fields__)
-            raise ConfigError(f"{origin}: unknown section {section_name!r} in {dotted!r}; sections: {sections}")
-        fields = {f.name: f for f in dataclasses.fields(section)}
-        if key not in fields:
-            raise ConfigError(f"{origin}: unknown key {dotted!r}; {section_name} keys: {', '.join(fields)}")
-        current = getattr(section, key)
-        if isinstance(current, bool) and not isinstance(value, bool):
-            raise ConfigError(f"{origin}: {dotted} must be true or false, got {value!r}")
-        if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if isinstance(current, (int, float)) and not isinstance(current, bool) and type(value) is not type(current):
-            raise ConfigError(f"{origin}: {dotted} must be a {type(current).__name__}, got {value!r}")
-        if isinstance(current, str) and not isinstance(value, str):
-            value = str(value)
-        setattr(section, key, value)
-        if dotted == "model.preset":
-            apply_model_preset(cfg, value, origin)
-
-
-def apply_model_preset(cfg: RunConfig, name: str, origin: str = "config") -> None:
-    if name not in MODEL_PRESETS:
-        raise ConfigError(f"{origin}: unknown model preset {name!r}; choose from {', '.join(MODEL_PRESETS)}")
-    cfg.model = ModelConfig(preset=name, **MODEL_PRESETS[name])
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _preset_first(values: dict[str, Any]) -> dict[str, Any]:
-    # `model.preset` resets the model shape, so it must come before other model keys.
-    return dict(sorted(values.items(), key=lambda kv: kv[0] != "model.preset"))
-
-
-def resolve_config(
-    preset: str = "default",
-    config_file: str | Path | None = None,
-    overrides: list[str] | dict[str, Any] | None = None,
-) -> RunConfig:
-    """Build and validate a RunConfig from a run preset, a TOML file and overrides."""
-    if preset not in RUN_PRESETS:
-        raise ConfigError(f"unknown run preset {preset!r}; choose from {', '.join(RUN_PRESETS)}")
-    cfg = RunConfig()
-    apply_model_preset(cfg, cfg.model.preset)
-    apply_overrides(cfg, _preset_first(flatten(RUN_PRESETS[preset])), f"preset {preset}")
-    if config_file is not None:
-        path = Path(config_file)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; pass an existing TOML file")
-        try:
-            tree = tomllib.loads(path.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
-        apply_overrides(cfg, _preset_first(flatten(tree)), str(path))
-    if overrides:
-        values = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
-        apply_overrides(cfg, _preset_first(values), "--set")
-    return cfg.validate()
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """`["train.lr=1e-3", "model.preset=nano"]` -> {"train.lr": 0.001, "model.preset": "nano"}."""
-    parsed = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.lr=1e-3")
-        parsed[key.strip()] = parse_value(value.strip())
-    return _preset_first(parsed)
-
-
-def load_run_config(path: str | Path) -> RunConfig:
-    """Read a resolved `config.toml` written by `dump_config` (exact, no presets applied)."""
-    path = Path(path)
-    try:
-        tree = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"cannot read run config {path}: {e}") from None
-    cfg = RunConfig()
-    for section in dataclasses.fields(cfg):
-        values = tree.get(section.name, {})
-        obj = getattr(cfg, section.name)
-        known = {f.name for f in dataclasses.fields(obj)}
-        unknown = set(values) - known
-        if unknown:
-            raise ConfigError(f"{path}: unknown keys {sorted(unknown)} in [{section.name}]")
-        setattr(cfg, section.name, type(obj)(**values))
-    return cfg.validate()
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)  # a JSON string is a valid TOML basic string
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def dump_config(cfg: RunConfig) -> str:
-    lines = ["# Resolved MyLLM run config. Edit, then re-run: stages whose section changed re-run."]
-    for section, values in cfg.to_dict().items():
-        lines.append(f"\n[{section}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
-    return "\n".join(lines) + "\n"
