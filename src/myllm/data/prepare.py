@@ -47,12 +47,12 @@ from myllm.data.corpus import CorpusWriter, check_train, split_point
 from myllm.data.pii import redact_pii
 from myllm.data.quality import quality_reason
 from myllm.data.sources import SPLITS, SkipReport, folder_splits, iter_documents
+from myllm.data.tally import LENGTH_BINS, length_bin, new_stats, nothing_left_message, step_table, tally
 from myllm.errors import MyLLMError
 from myllm.io import atomic_dir, atomic_write_json, read_json
 
 PARALLEL_MIN_BYTES = 16 << 20  # smaller sources are processed in this process (no pool start-up)
 MIN_BATCH_BYTES, MAX_BATCH_BYTES = 64 << 10, 4 << 20  # documents per batch sent to a worker
-LENGTH_BINS = [0] + [2**k for k in range(4, 31)]  # document-length histogram edges, bytes
 SPLIT_CODES = {s: i for i, s in enumerate(SPLITS)}
 STAGE_DTYPE = np.dtype([("key", "<u8"), ("point", "<f8"), ("split", "i1"), ("explicit", "?"), ("bytes", "<i8")])
 
@@ -161,39 +161,6 @@ class _Stage:
             f.close()
 
 
-def _new_stats() -> dict[str, Any]:
-    return {"read": {"documents": 0, "bytes": 0}, "clean": {"documents": 0, "bytes": 0, "rules": {}},
-            "empty": {"documents": 0}, "pii": {}, "quality": {"documents": 0, "bytes": 0, "removed": {}},
-            "staged": {"documents": 0, "bytes": 0}, "lengths_in": [0] * (len(LENGTH_BINS) - 1)}
-
-
-def _tally(stats: dict[str, Any], r: dict[str, Any]) -> None:
-    stats["read"]["documents"] += 1
-    stats["read"]["bytes"] += r["bytes_in"]
-    stats["lengths_in"][_length_bin(r["bytes_in"])] += 1
-    for rule, n in r["clean"].items():
-        stats["clean"]["rules"][rule] = stats["clean"]["rules"].get(rule, 0) + n
-    drop = r.get("drop")
-    if drop == "empty":
-        stats["empty"]["documents"] += 1
-        return
-    stats["clean"]["documents"] += 1
-    stats["clean"]["bytes"] += r["bytes_out"]  # after cleaning and redaction: `quality` shows only its own effect
-    for kind, n in r["pii"].items():
-        stats["pii"][kind] = stats["pii"].get(kind, 0) + n
-    if drop is not None:
-        name = drop.split(":", 1)[1]
-        stats["quality"]["removed"][name] = stats["quality"]["removed"].get(name, 0) + 1
-        return
-    stats["quality"]["documents"] += 1
-    stats["quality"]["bytes"] += r["bytes_out"]
-
-
-def _length_bin(n: int) -> int:
-    """Index of the LENGTH_BINS bin holding n bytes: [0, 16) is bin 0, [2^k, 2^(k+1)) is bin k - 3."""
-    return min(max(n.bit_length() - 4, 0), len(LENGTH_BINS) - 2)
-
-
 # ------------------------------------------------------------------ the pipeline
 
 
@@ -279,7 +246,7 @@ def prepare_corpus(
     stage = _Stage(corpus_dir.with_name(corpus_dir.name + ".partial"),
                    hashlib.sha256(config_blob.encode()).hexdigest()[:16])
     report = SkipReport()
-    stats = stage.state["stats"] or _new_stats()
+    stats = stage.state["stats"] or new_stats()
     bar = tqdm(desc="clean+filter", unit="B", unit_scale=True, disable=None, leave=False)
     try:
         docs = iter_documents(source, report, text_field=data.text_field)
@@ -292,7 +259,7 @@ def prepare_corpus(
             for results in _run_pool(_batches(todo, batch_bytes), workers, settings, 2 * workers):
                 kept = [r for r in results if "line" in r]
                 for r in results:
-                    _tally(stats, r)
+                    tally(stats, r)
                 stage.files["texts.jsonl"].write(b"".join(r["line"] for r in kept))
                 stage.files["docs.bin"].write(np.array([r["record"] for r in kept], dtype=STAGE_DTYPE).tobytes())
                 stage.files["sigs.bin"].write(b"".join(r.get("sig", b"") for r in kept))
@@ -322,7 +289,7 @@ def _finish(folder: Path, corpus_dir: Path, source: Path, stats: dict[str, Any],
     records = np.fromfile(folder / "docs.bin", dtype=STAGE_DTYPE)
     n = len(records)
     if n == 0:
-        raise MyLLMError(_nothing_left(source, stats, report))
+        raise MyLLMError(nothing_left_message(source, stats, report))
     sig_path = folder / "sigs.bin"
     signatures = None
     if sig_path.stat().st_size:
@@ -344,7 +311,7 @@ def _finish(folder: Path, corpus_dir: Path, source: Path, stats: dict[str, Any],
                     split = SPLITS[rec["split"]]
                     movable = not rec["explicit"] and bool(hashed)
                     writer.add_line(split, line, int(rec["bytes"]), float(rec["point"]) if movable else None)
-                    lengths_out[_length_bin(int(rec["bytes"]))] += 1
+                    lengths_out[length_bin(int(rec["bytes"]))] += 1
             moved = writer.fill_empty((["train"] if not folders else []) + hashed)
         finally:
             writer.close()
@@ -367,7 +334,7 @@ def _finish(folder: Path, corpus_dir: Path, source: Path, stats: dict[str, Any],
             "val_fraction": data.val_fraction,
             "test_fraction": data.test_fraction,
             "split_seed": data.split_seed,
-            "steps": _steps(stats, removed, writer),
+            "steps": step_table(stats, removed),
             "cleaning_rules": dict(sorted(stats["clean"]["rules"].items())),
             "pii_redacted": dict(sorted(stats["pii"].items())),
             "quality_removed": dict(sorted(stats["quality"]["removed"].items())),
@@ -375,35 +342,3 @@ def _finish(folder: Path, corpus_dir: Path, source: Path, stats: dict[str, Any],
         }
         atomic_write_json(tmp / "manifest.json", manifest)
     return manifest
-
-
-def _steps(stats: dict[str, Any], removed: dict[str, dict[str, int]], writer: CorpusWriter) -> list[dict[str, Any]]:
-    """Documents and bytes into and out of each step, in order (the report's main table)."""
-    steps = [("read", stats["read"]), ("clean", stats["clean"]), ("quality", stats["quality"])]
-    docs, n_bytes = stats["quality"]["documents"], stats["quality"]["bytes"]
-    for name in ("exact_duplicate", "near_duplicate", "decontaminated"):
-        docs -= removed[name]["documents"]
-        n_bytes -= removed[name]["bytes"]
-        steps.append(({"exact_duplicate": "exact_dedup", "near_duplicate": "near_dedup",
-                       "decontaminated": "decontaminate"}[name], {"documents": docs, "bytes": n_bytes}))
-    out, prev = [], None
-    for name, v in steps:
-        d_in = v["documents"] if prev is None else prev["documents"]
-        b_in = v["bytes"] if prev is None else prev["bytes"]
-        out.append({"step": name, "documents_in": d_in, "documents_out": v["documents"], "bytes_in": b_in,
-                    "bytes_out": v["bytes"]})
-        prev = v
-    return out
-
-
-def _nothing_left(source: Path, stats: dict[str, Any], report: SkipReport) -> str:
-    """Which step removed everything, for the error message."""
-    if stats["read"]["documents"] == 0:
-        return (f"no readable documents in {source}: {report.files_seen} files seen, {report.summary()}; "
-                "add .txt/.md/.jsonl/.json/.parquet/.csv files (optionally .gz/.zst) with UTF-8 text")
-    if stats["clean"]["documents"] == 0:
-        return (f"all {stats['read']['documents']} documents in {source} are empty after cleaning; "
-                "check the files' text field (data.text_field) and encoding")
-    top = ", ".join(f"{n} {k}" for k, n in collections.Counter(stats["quality"]["removed"]).most_common(3))
-    return (f"the quality filters removed all {stats['clean']['documents']} documents of {source} ({top}); "
-            "relax the thresholds in [quality] (e.g. --set quality.min_words=5) or --set quality.enabled=false")

@@ -15,11 +15,13 @@ alphabetically. A row without its own floor uses the base row's (same corpus, sa
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import platform
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -181,74 +183,100 @@ def write_run_plots(run_dir: Path, records: list[dict[str, Any]], summary: dict[
     by_stage: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         by_stage[r.get("stage", "pretrain")].append(r)
+    figures = itertools.chain(
+        _loss_plot(plt, by_stage.get("pretrain", []), summary, _train_bytes_per_token(run_dir)),
+        _per_stage_plot(plt, by_stage, "lr", "learning rate"),
+        _per_stage_plot(plt, by_stage, "grad_norm", "gradient norm (before clipping)"),
+        _throughput_plot(plt, by_stage, records),
+        _post_training_plots(plt, by_stage),
+    )
     written: list[Path] = []
-
-    def save(fig, name: str) -> None:
+    for name, fig in figures:  # each figure is drawn, saved and closed before the next is drawn
         path = folder / f"{name}.png"
         fig.tight_layout()
         with atomic_open(path, "wb") as f:
             fig.savefig(f, format="png", dpi=110)
         plt.close(fig)
         written.append(path)
+    return written
 
-    def series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
-        pairs = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
 
-    pre = by_stage.get("pretrain", [])
-    steps, loss = series(pre, "loss")
-    val_steps, val_bpb = series(pre, "val_bpb")
-    bpt = _train_bytes_per_token(run_dir)
-    if steps:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        if val_bpb and bpt:  # bits per byte throughout, so the floor is on the same axis
-            ax.plot(steps, [x / math.log(2) / bpt for x in loss], label="train loss (at train bytes/token)")
-            ax.plot(val_steps, val_bpb, "o-", label="val")
-            floor = summary.get("floor_val_bpb")
-            if floor:
-                ax.axhline(floor, color="k", linestyle="--", label=f"val entropy floor {floor:.4f}")
-            ax.set_ylabel("bits per byte")
-        else:  # no bpb to convert with: nats per token, and no floor (it is in bits per byte)
-            ax.plot(steps, loss, label="train loss")
-            ax.plot(*series(pre, "val_loss"), "o-", label="val loss")
-            ax.set_ylabel("loss (nats/token)")
-        ax.set_xlabel("step")
-        ax.set_title("pretraining loss")
-        ax.legend()
-        save(fig, "loss")
-    for key, label, name in (("lr", "learning rate", "lr"), ("grad_norm", "gradient norm (before clipping)",
-                                                             "grad_norm")):
-        curves = {stage: series(rows, key) for stage, rows in by_stage.items()}
-        if any(xs for xs, _ in curves.values()):
-            fig, ax = plt.subplots(figsize=(7, 3.5))
-            for stage, (xs, ys) in curves.items():
-                if xs:
-                    ax.plot(xs, ys, label=stage)
-            ax.set(xlabel="step (of each stage)", ylabel=label)
-            ax.legend()
-            save(fig, name)
-    if any(r.get("tok_s") is not None for r in records):
-        fig, ax = plt.subplots(figsize=(7, 3.5))
+# The figures of write_run_plots: each yields (file name, figure) for each figure it has data for.
+# `plt` is matplotlib.pyplot, with the Agg backend that write_run_plots chose.
+Figures = Iterator[tuple[str, Any]]
+
+
+def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    pairs = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _loss_plot(plt, pre: list[dict[str, Any]], summary: dict[str, Any], bpt: float | None) -> Figures:
+    """Pretraining train and val loss; in bits per byte, with the val floor, when bytes/token `bpt` is known."""
+    steps, loss = _series(pre, "loss")
+    if not steps:
+        return
+    val_steps, val_bpb = _series(pre, "val_bpb")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if val_bpb and bpt:  # bits per byte throughout, so the floor is on the same axis
+        ax.plot(steps, [x / math.log(2) / bpt for x in loss], label="train loss (at train bytes/token)")
+        ax.plot(val_steps, val_bpb, "o-", label="val")
+        floor = summary.get("floor_val_bpb")
+        if floor:
+            ax.axhline(floor, color="k", linestyle="--", label=f"val entropy floor {floor:.4f}")
+        ax.set_ylabel("bits per byte")
+    else:  # no bpb to convert with: nats per token, and no floor (it is in bits per byte)
+        ax.plot(steps, loss, label="train loss")
+        ax.plot(*_series(pre, "val_loss"), "o-", label="val loss")
+        ax.set_ylabel("loss (nats/token)")
+    ax.set_xlabel("step")
+    ax.set_title("pretraining loss")
+    ax.legend()
+    yield "loss", fig
+
+
+def _per_stage_plot(plt, by_stage: dict[str, list[dict[str, Any]]], key: str, label: str) -> Figures:
+    """`key` against the step, one curve per stage that logs it; the file is named `key`."""
+    curves = {stage: _series(rows, key) for stage, rows in by_stage.items()}
+    if not any(xs for xs, _ in curves.values()):
+        return
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for stage, (xs, ys) in curves.items():
+        if xs:
+            ax.plot(xs, ys, label=stage)
+    ax.set(xlabel="step (of each stage)", ylabel=label)
+    ax.legend()
+    yield key, fig
+
+
+def _throughput_plot(plt, by_stage: dict[str, list[dict[str, Any]]], records: list[dict[str, Any]]) -> Figures:
+    """Tokens/s per stage, and MFU on a second axis where it is logged."""
+    if not any(r.get("tok_s") is not None for r in records):
+        return
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for stage, rows in by_stage.items():
+        ax.plot(*_series(rows, "tok_s"), label=f"{stage} tokens/s")
+    ax.set(xlabel="step (of each stage)", ylabel="tokens/s")
+    if any(r.get("mfu") is not None for r in records):
+        twin = ax.twinx()
         for stage, rows in by_stage.items():
-            ax.plot(*series(rows, "tok_s"), label=f"{stage} tokens/s")
-        ax.set(xlabel="step (of each stage)", ylabel="tokens/s")
-        if any(r.get("mfu") is not None for r in records):
-            twin = ax.twinx()
-            for stage, rows in by_stage.items():
-                twin.plot(*series(rows, "mfu"), linestyle=":", label=f"{stage} MFU")
-            twin.set_ylabel("MFU")
-            twin.legend(loc="lower right")
-        ax.legend(loc="upper left")
-        save(fig, "throughput")
+            twin.plot(*_series(rows, "mfu"), linestyle=":", label=f"{stage} MFU")
+        twin.set_ylabel("MFU")
+        twin.legend(loc="lower right")
+    ax.legend(loc="upper left")
+    yield "throughput", fig
+
+
+def _post_training_plots(plt, by_stage: dict[str, list[dict[str, Any]]]) -> Figures:
+    """One figure per post-training stage, one panel per POST_KEYS metric it logs."""
     for stage, rows in by_stage.items():
         if stage == "pretrain":
             continue
         keys = sorted({k for r in rows for k in r if any(p in POST_KEYS for p in k.split("_"))})
-        keys = [k for k in keys if series(rows, k)[0]]
+        keys = [k for k in keys if _series(rows, k)[0]]
         if keys:
             fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
             for ax, key in zip(axes[0], keys, strict=True):
-                ax.plot(*series(rows, key))
+                ax.plot(*_series(rows, key))
                 ax.set(xlabel="step", ylabel=key, title=f"{stage}: {key}")
-            save(fig, f"post_{stage}")
-    return written
+            yield f"post_{stage}", fig

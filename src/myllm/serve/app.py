@@ -46,6 +46,11 @@ class Service:
         self.engine = BatchEngine(model, max_batch=max_batch)
         self.created = int(time.time())
 
+    def model_card(self) -> dict:
+        """The served model's entry in /v1/models."""
+        return {"id": self.model_id, "object": "model", "created": self.created, "owned_by": "myllm",
+                "context_length": self.context}
+
     def check_model(self, name: str) -> None:
         if name != self.model_id:
             raise APIError(404, f"The model '{name}' does not exist; this server serves '{self.model_id}' "
@@ -135,25 +140,13 @@ async def _body(request: Request) -> Any:
 
 def create_app(model: Transformer, tok: Tokenizer, model_id: str, api_key: str | None = None,
                max_batch: int = 32) -> FastAPI:
+    """The app: the routes below over one `Service` (in `app.state.service`), errors in OpenAI's
+    shape, and with `api_key` a bearer-key check on every /v1 route."""
     svc = Service(model, tok, model_id, max_batch)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        svc.engine.start()
-        yield
-        svc.engine.stop()
-
-    app = FastAPI(title="MyLLM", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="MyLLM", lifespan=_lifespan, docs_url=None, redoc_url=None)
     app.state.service = svc
-
-    @app.exception_handler(APIError)
-    async def api_error(request: Request, e: APIError) -> JSONResponse:
-        return JSONResponse(e.body(), status_code=e.status)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(APIError(e.status_code, f"{request.method} {request.url.path}: {e.detail}").body(),
-                            status_code=e.status_code)
+    app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
 
     @app.middleware("http")
     async def check_key(request: Request, call_next):
@@ -165,97 +158,126 @@ def create_app(model: Transformer, tok: Tokenizer, model_id: str, api_key: str |
                                              code="invalid_api_key").body(), status_code=401)
         return await call_next(request)
 
-    @app.get("/health")
-    async def health() -> dict:
-        return {"status": "ok", "model": model_id, **svc.engine.load()}
-
-    @app.get("/", response_class=HTMLResponse)
-    async def page() -> HTMLResponse:
-        html = resources.files("myllm.serve").joinpath("page.html").read_text(encoding="utf-8")
-        return HTMLResponse(html.replace("{{MODEL}}", escape(model_id)))
-
-    def model_card() -> dict:
-        return {"id": model_id, "object": "model", "created": svc.created, "owned_by": "myllm",
-                "context_length": svc.context}
-
-    @app.get("/v1/models")
-    async def models() -> dict:
-        return {"object": "list", "data": [model_card()]}
-
-    @app.get("/v1/models/{name}")
-    async def one_model(name: str) -> dict:
-        svc.check_model(name)
-        return model_card()
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Response:
-        req: ChatRequest = parse(ChatRequest, await _body(request))
-        svc.check_model(req.model)
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                    for m in req.messages]
-        prompt = prompt_ids(tok, messages)
-        plist = svc.sampling(req, len(prompt), stop_ids(tok), svc.context, "messages")
-        return await respond(req, prompt, plist, chat=True)
-
-    @app.post("/v1/completions")
-    async def completions(request: Request) -> Response:
-        req: CompletionRequest = parse(CompletionRequest, await _body(request))
-        svc.check_model(req.model)
-        prompt = [tok.bos_id] + tok.encode(req.prompt_text())
-        plist = svc.sampling(req, len(prompt), (tok.bos_id, tok.eos_id), COMPLETIONS_DEFAULT_MAX_TOKENS, "prompt")
-        return await respond(req, prompt, plist, chat=False)
-
-    async def respond(req: Common, prompt: list[int], plist: list[SamplingParams], chat: bool) -> Response:
-        rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
-        head = {"id": rid, "created": int(time.time()), "model": model_id}
-        counts = [0] * len(plist)
-
-        def usage() -> dict:
-            return {"prompt_tokens": len(prompt), "completion_tokens": sum(counts),
-                    "total_tokens": len(prompt) + sum(counts)}
-
-        if not req.stream:
-            texts, reasons = [""] * len(plist), [None] * len(plist)
-            async for i, piece, reason in svc.run(prompt, plist, counts):
-                texts[i] += piece
-                reasons[i] = reason or reasons[i]
-            if chat:
-                choices = [{"index": i, "message": {"role": "assistant", "content": t}, "logprobs": None,
-                            "finish_reason": r} for i, (t, r) in enumerate(zip(texts, reasons))]
-            else:
-                choices = [{"index": i, "text": t, "logprobs": None, "finish_reason": r}
-                           for i, (t, r) in enumerate(zip(texts, reasons))]
-            obj = "chat.completion" if chat else "text_completion"
-            return JSONResponse({**head, "object": obj, "choices": choices, "usage": usage()})
-
-        obj = "chat.completion.chunk" if chat else "text_completion"
-
-        def chunk(i: int, piece: str | None, reason: str | None, role: bool = False) -> dict:
-            if chat:
-                delta = {"role": "assistant", "content": ""} if role else ({"content": piece} if piece else {})
-                choice = {"index": i, "delta": delta, "logprobs": None, "finish_reason": reason}
-            else:
-                choice = {"index": i, "text": piece or "", "logprobs": None, "finish_reason": reason}
-            return {**head, "object": obj, "choices": [choice]}
-
-        async def events() -> AsyncIterator[str]:
-            if chat:
-                for i in range(len(plist)):
-                    yield _sse(chunk(i, None, None, role=True))
-            try:
-                async for i, piece, reason in svc.run(prompt, plist, counts):
-                    if piece:
-                        yield _sse(chunk(i, piece, None))
-                    if reason:
-                        yield _sse(chunk(i, None, reason))
-            except APIError as e:
-                yield _sse(e.body())
-                return
-            if req.stream_options is not None and req.stream_options.include_usage:
-                yield _sse({**head, "object": obj, "choices": [], "usage": usage()})
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
+    app.add_api_route("/health", health, methods=["GET"])
+    app.add_api_route("/", page, methods=["GET"], response_class=HTMLResponse)
+    app.add_api_route("/v1/models", models, methods=["GET"])
+    app.add_api_route("/v1/models/{name}", one_model, methods=["GET"])
+    app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
+    app.add_api_route("/v1/completions", completions, methods=["POST"])
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI):
+    """The engine's thread runs while the app does."""
+    app.state.service.engine.start()
+    yield
+    app.state.service.engine.stop()
+
+
+async def _api_error(request: Request, e: APIError) -> JSONResponse:
+    return JSONResponse(e.body(), status_code=e.status)
+
+
+async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+    return JSONResponse(APIError(e.status_code, f"{request.method} {request.url.path}: {e.detail}").body(),
+                        status_code=e.status_code)
+
+
+# The route handlers, registered by create_app; each reads its app's Service from app.state.
+
+
+async def health(request: Request) -> dict:
+    svc: Service = request.app.state.service
+    return {"status": "ok", "model": svc.model_id, **svc.engine.load()}
+
+
+async def page(request: Request) -> HTMLResponse:
+    html = resources.files("myllm.serve").joinpath("page.html").read_text(encoding="utf-8")
+    return HTMLResponse(html.replace("{{MODEL}}", escape(request.app.state.service.model_id)))
+
+
+async def models(request: Request) -> dict:
+    return {"object": "list", "data": [request.app.state.service.model_card()]}
+
+
+async def one_model(name: str, request: Request) -> dict:
+    svc: Service = request.app.state.service
+    svc.check_model(name)
+    return svc.model_card()
+
+
+async def chat_completions(request: Request) -> Response:
+    svc: Service = request.app.state.service
+    req: ChatRequest = parse(ChatRequest, await _body(request))
+    svc.check_model(req.model)
+    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                for m in req.messages]
+    prompt = prompt_ids(svc.tok, messages)
+    plist = svc.sampling(req, len(prompt), stop_ids(svc.tok), svc.context, "messages")
+    return await _respond(svc, req, prompt, plist, chat=True)
+
+
+async def completions(request: Request) -> Response:
+    svc: Service = request.app.state.service
+    tok = svc.tok
+    req: CompletionRequest = parse(CompletionRequest, await _body(request))
+    svc.check_model(req.model)
+    prompt = [tok.bos_id] + tok.encode(req.prompt_text())
+    plist = svc.sampling(req, len(prompt), (tok.bos_id, tok.eos_id), COMPLETIONS_DEFAULT_MAX_TOKENS, "prompt")
+    return await _respond(svc, req, prompt, plist, chat=False)
+
+
+async def _respond(svc: Service, req: Common, prompt: list[int], plist: list[SamplingParams], chat: bool) -> Response:
+    """The completion as one JSON object, or with `stream` as SSE chunks ending in `data: [DONE]`."""
+    rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+    head = {"id": rid, "created": int(time.time()), "model": svc.model_id}
+    counts = [0] * len(plist)
+
+    def usage() -> dict:
+        return {"prompt_tokens": len(prompt), "completion_tokens": sum(counts),
+                "total_tokens": len(prompt) + sum(counts)}
+
+    if not req.stream:
+        texts, reasons = [""] * len(plist), [None] * len(plist)
+        async for i, piece, reason in svc.run(prompt, plist, counts):
+            texts[i] += piece
+            reasons[i] = reason or reasons[i]
+        if chat:
+            choices = [{"index": i, "message": {"role": "assistant", "content": t}, "logprobs": None,
+                        "finish_reason": r} for i, (t, r) in enumerate(zip(texts, reasons))]
+        else:
+            choices = [{"index": i, "text": t, "logprobs": None, "finish_reason": r}
+                       for i, (t, r) in enumerate(zip(texts, reasons))]
+        obj = "chat.completion" if chat else "text_completion"
+        return JSONResponse({**head, "object": obj, "choices": choices, "usage": usage()})
+
+    obj = "chat.completion.chunk" if chat else "text_completion"
+
+    def chunk(i: int, piece: str | None, reason: str | None, role: bool = False) -> dict:
+        if chat:
+            delta = {"role": "assistant", "content": ""} if role else ({"content": piece} if piece else {})
+            choice = {"index": i, "delta": delta, "logprobs": None, "finish_reason": reason}
+        else:
+            choice = {"index": i, "text": piece or "", "logprobs": None, "finish_reason": reason}
+        return {**head, "object": obj, "choices": [choice]}
+
+    async def events() -> AsyncIterator[str]:
+        if chat:
+            for i in range(len(plist)):
+                yield _sse(chunk(i, None, None, role=True))
+        try:
+            async for i, piece, reason in svc.run(prompt, plist, counts):
+                if piece:
+                    yield _sse(chunk(i, piece, None))
+                if reason:
+                    yield _sse(chunk(i, None, reason))
+        except APIError as e:
+            yield _sse(e.body())
+            return
+        if req.stream_options is not None and req.stream_options.include_usage:
+            yield _sse({**head, "object": obj, "choices": [], "usage": usage()})
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
