@@ -150,7 +150,7 @@ def test_llama_cpp_q8_0_and_q4_0_logits_within_tolerance(files, run_model):
     """Quantized GGUFs against MyLLM's fp32 logits, as mean |error| / std of the logits and top-1
     agreement. Q8_0: mean error <= 5%, top-1 >= 90%; Q4_0: <= 60%. The random test model amplifies
     weight error layer by layer (MyLLM's own int8 scores alike); on the trained default model Q8_0's
-    mean error is ~1% (README)."""
+    mean error is ~1% (docs/export.md)."""
     model, tok = run_model
     ids = ([tok.bos_id] + tok.encode(TEXTS[0] + " " + TEXTS[1]))[: model.cfg.context]
     with torch.no_grad():

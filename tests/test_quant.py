@@ -61,7 +61,7 @@ def fp32(tiny_model_run):
 def test_quantized_model_runs_through_the_engine(fp32, bits, layer_tol, model_tol):
     """Per layer the error is small (int8 < 1%, int4 < 12% of the output's norm); through the whole
     random test model it grows (its large random weights amplify it; the trained default model's
-    val bpb moves by 0.01% / ~1%, see the README)."""
+    val bpb moves by 0.01% / ~1%, see docs/export.md)."""
     ref_model, ckpt = fp32
     model = quantize_model(load_model(ckpt), bits, 32)
     assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
