@@ -191,7 +191,7 @@ def stage_post(run_dir: Path, cfg: RunConfig, stage: str, show_progress: bool = 
     from myllm.train.checkpoint import load_model
     from myllm.train.dpo import dpo
     from myllm.train.grpo import grpo
-    from myllm.train.loop import resolve_device
+    from myllm.device import resolve_device
     from myllm.train.sft import sft
 
     trainer = {"sft": sft, "dpo": dpo, "grpo": grpo}[stage]

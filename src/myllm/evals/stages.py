@@ -19,7 +19,7 @@ from myllm.evals.chat_eval import evaluate_chat, few_shot_prefix
 from myllm.io import atomic_write_json, read_json
 from myllm.model import Transformer
 from myllm.tokenizer import Tokenizer
-from myllm.train.loop import autocast_dtype, resolve_device
+from myllm.device import autocast_dtype, resolve_device
 from myllm.universe import World
 from myllm.universe import tasks as universe_tasks
 

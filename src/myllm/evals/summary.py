@@ -20,7 +20,7 @@ from myllm.io import atomic_write_json, read_json
 from myllm.plan import param_counts
 from myllm.tokenizer import Tokenizer
 from myllm.train.checkpoint import latest_checkpoint, load_model, read_state
-from myllm.train.loop import autocast_dtype, resolve_device
+from myllm.device import autocast_dtype, resolve_device
 
 
 def final_checkpoint(run_dir: Path, stage: str = "pretrain") -> Path:

@@ -120,17 +120,6 @@ def compile_enabled(cfg: TrainConfig, device: torch.device) -> bool:
     return cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda")
 
 
-def attention_kernels(device: torch.device):
-    """On CUDA, SDPA is steered to the flash and memory-efficient kernels (cuDNN next, math last);
-    on CPU a no-op context, SDPA's own choice."""
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    order = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
-    return sdpa_kernel(order, set_priority=True)
-
-
 def apply_activation_checkpointing(model: torch.nn.Module) -> None:
     """Each block keeps only its input and recomputes its insides in backward (names unchanged)."""
     for block in model.layers:

@@ -28,6 +28,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from myllm.config import TrainConfig
+from myllm.device import attention_kernels, autocast_dtype
 from myllm.errors import MyLLMError
 from myllm.io import atomic_write_text
 from myllm.train.checkpoint import (
@@ -44,7 +45,6 @@ from myllm.train.distributed import (
     DistContext,
     all_max,
     all_mean,
-    attention_kernels,
     barrier,
     grad_sync,
     is_peer_failure,
@@ -68,19 +68,6 @@ class TrainResult:
     seconds: float
     checkpoint: Path
     last_eval: dict[str, float]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise MyLLMError("train.device = cuda but no CUDA device is visible; use train.device=cpu or auto")
-    return torch.device(name)
-
-
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on CUDA; plain fp32 on CPU (CPUs without bf16 units run bf16 ~36x slower)."""
-    return torch.bfloat16 if device.type == "cuda" else None
 
 
 class MetricsLog:

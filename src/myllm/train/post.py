@@ -28,7 +28,8 @@ from myllm.errors import MyLLMError
 from myllm.io import atomic_open, read_json
 from myllm.tokenizer import Tokenizer
 from myllm.train.checkpoint import latest_checkpoint, load_model, read_state
-from myllm.train.loop import TrainResult, resolve_device, train
+from myllm.device import resolve_device
+from myllm.train.loop import TrainResult, train
 from myllm.train.lora import apply_lora, parse_targets
 from myllm.universe import tasks as universe_tasks
 

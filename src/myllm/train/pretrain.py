@@ -24,7 +24,8 @@ from myllm.evals.bpb import evaluate_bpb
 from myllm.io import read_json
 from myllm.model import Transformer
 from myllm.train.distributed import barrier, batch_plan, init_distributed, local_device, shutdown
-from myllm.train.loop import TrainResult, autocast_dtype, resolve_device, train
+from myllm.device import autocast_dtype, resolve_device
+from myllm.train.loop import TrainResult, train
 
 # Keys that may change between a checkpoint and its resume without changing what is trained
 # (extend max_steps, evaluate more often, switch memory savers, ...).
