@@ -132,9 +132,9 @@ def machine_speed() -> str:
 
 
 def throughput(mb: float, workers: int, corpus: Path | None) -> None:
+    from myllm.data.corpus import iter_texts
     from myllm.data.prepare import prepare_corpus
     from myllm.data.shards import write_shards
-    from myllm.run import iter_texts
     from myllm.tokenizer import train_tokenizer
 
     tmp = Path(tempfile.mkdtemp(prefix="myllm-bench-data-"))

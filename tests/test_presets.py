@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from myllm.config import TRAIN_PRESETS, RunConfig, train_preset
+from myllm.config import TRAIN_PRESETS, RunConfig, parse_phases, train_preset
 from myllm.data.loader import PhasedBatches
 from myllm.data.shards import ShardReader
 from myllm.errors import ConfigError, MyLLMError
@@ -15,7 +15,7 @@ from myllm.model import Transformer
 from myllm.plan import plan
 from myllm.run import load_run
 from myllm.train.distributed import batch_plan
-from myllm.train.pretrain import parse_phases, pretrain
+from myllm.train.pretrain import pretrain
 
 
 def preset_config(name: str) -> RunConfig:

@@ -12,7 +12,14 @@ Where things live (this is the bottom layer: it imports nothing of myllm but `er
 - `files.py`: TOML read/write, `--set` parsing, and `resolve_config`.
 """
 
-from myllm.config.files import apply_overrides, dump_config, load_run_config, parse_overrides, resolve_config
+from myllm.config.files import (
+    apply_overrides,
+    dump_config,
+    load_run_config,
+    parse_overrides,
+    parse_phases,
+    resolve_config,
+)
 from myllm.config.presets import MODEL_PRESETS, TRAIN_PRESETS, apply_model_preset, train_preset
 from myllm.config.schema import (
     CleanConfig,
@@ -35,6 +42,7 @@ __all__ = [
     "MODEL_PRESETS", "TRAIN_PRESETS",
     "CleanConfig", "DataConfig", "DedupConfig", "DPOConfig", "GRPOConfig", "ModelConfig", "PostTrainConfig",
     "QualityConfig", "QuantConfig", "RunConfig", "SampleConfig", "SFTConfig", "TrainConfig",
-    "apply_model_preset", "apply_overrides", "dump_config", "load_run_config", "parse_overrides", "parse_targets",
+    "apply_model_preset", "apply_overrides", "dump_config", "load_run_config", "parse_overrides", "parse_phases",
+    "parse_targets",
     "resolve_config", "train_preset",
 ]

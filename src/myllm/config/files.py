@@ -16,7 +16,7 @@ from typing import Any
 
 from myllm.config.presets import apply_model_preset, run_preset
 from myllm.config.schema import RunConfig
-from myllm.errors import ConfigError
+from myllm.errors import ConfigError, MyLLMError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -148,3 +148,18 @@ def dump_config(cfg: RunConfig) -> str:
         lines.append(f"\n[{section}]")
         lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
     return "\n".join(lines) + "\n"
+
+
+def parse_phases(text: str) -> list[tuple[str, int]]:
+    """`"shards-math:12540000000,shards-prose:15e9"` -> [("shards-math", 12540000000), ...]."""
+    phases = []
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        folder, sep, budget = item.rpartition(":")
+        try:
+            tokens = int(float(budget))
+        except ValueError:
+            tokens = -1
+        if not sep or not folder or tokens <= 0:
+            raise MyLLMError(f"train.phases item {item!r}: expected SHARDS_DIR:TOKENS, e.g. shards-math:12.54e9")
+        phases.append((folder, tokens))
+    return phases

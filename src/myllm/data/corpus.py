@@ -169,3 +169,12 @@ def _records(path: Path) -> Iterator[dict[str, str]]:
     with open(path, encoding="utf-8") as f:
         for line in f:
             yield json.loads(line)
+
+
+def iter_texts(path: Path, every: int = 1) -> Iterator[str]:
+    """The texts of a corpus split file; with `every` = k only every k-th document (an even sample:
+    BPE merges are learned from pair statistics, which a sample of a large corpus estimates well)."""
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if i % every == 0:
+                yield json.loads(line)["text"]

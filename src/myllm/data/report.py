@@ -15,6 +15,7 @@ import numpy as np
 
 from myllm.data.shards import ShardReader
 from myllm.io import atomic_write_text, read_json
+from myllm.rundir import RunDir
 
 
 def _mb(n: int) -> str:
@@ -38,12 +39,11 @@ def token_lengths(shards_dir: Path, split: str) -> np.ndarray:
     return np.diff(bounds)
 
 
-def build_report(run_dir: Path) -> str:
+def build_report(run_dir: RunDir | Path) -> str:
     """The report's Markdown text."""
-    run_dir = Path(run_dir)
-    m = read_json(run_dir / "corpus" / "manifest.json")
-    index_path = run_dir / "shards" / "index.json"
-    index = read_json(index_path) if index_path.is_file() else None
+    run = RunDir.of(run_dir)
+    m = run.manifest()
+    index = read_json(run.index_file()) if run.index_file().is_file() else None
     lines = [f"# Corpus report: {m['source']}", ""]
     if "steps" in m:
         lines += ["## Steps", "", "| step | documents in | documents out | removed | bytes in | bytes out |",
@@ -65,7 +65,7 @@ def build_report(run_dir: Path) -> str:
     if m.get("skipped_examples"):
         lines += ["First examples:", ""] + [f"- `{e}`" for e in m["skipped_examples"]] + [""]
     # Tokens per document, read from the shards once, for the table and the plot.
-    lengths = {s: token_lengths(run_dir / "shards", s) for s in index["splits"]} if index is not None else {}
+    lengths = {s: token_lengths(run.shards, s) for s in index["splits"]} if index is not None else {}
     lines += ["## Splits", "", "| split | documents | bytes | tokens | bytes/token | median tokens/doc |",
               "|---|---:|---:|---:|---:|---:|"]
     for split, v in m["splits"].items():
@@ -77,7 +77,7 @@ def build_report(run_dir: Path) -> str:
             median = f"{int(np.median(lengths[split])):,}" if len(lengths[split]) else "-"
         lines.append(f"| {split} | {v['documents']:,} | {_mb(v['bytes'])} | {tokens} | {bpt} | {median} |")
     lines += ["", f"Split by {m.get('split_by', 'generator')}; seed {m.get('split_seed', '-')}.", ""]
-    plots = write_plots(run_dir, m, lengths)
+    plots = write_plots(run.corpus_plots, m, lengths)
     if plots:
         lines += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
     return "\n".join(lines)
@@ -90,14 +90,13 @@ def _table(title: str, counts: dict[str, int]) -> list[str]:
     return [f"## {title}", "", "| | count |", "|---|---:|", *rows, ""]
 
 
-def write_plots(run_dir: Path, m: dict[str, Any], lengths: dict[str, np.ndarray]) -> list[Path]:
-    """steps.png (documents and bytes after each step) and lengths.png (document-length histograms)."""
+def write_plots(folder: Path, m: dict[str, Any], lengths: dict[str, np.ndarray]) -> list[Path]:
+    """steps.png (documents and bytes after each step) and lengths.png (document-length histograms), in `folder`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    folder = run_dir / "corpus" / "plots"
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     if "steps" in m:
@@ -140,8 +139,8 @@ def write_plots(run_dir: Path, m: dict[str, Any], lengths: dict[str, np.ndarray]
     return written
 
 
-def write_report(run_dir: Path) -> Path:
+def write_report(run_dir: RunDir | Path) -> Path:
     """Write `corpus/report.md` (and its plots); return its path."""
-    path = Path(run_dir) / "corpus" / "report.md"
+    path = RunDir.of(run_dir).corpus_report
     atomic_write_text(path, build_report(run_dir))
     return path

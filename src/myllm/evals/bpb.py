@@ -55,3 +55,16 @@ def evaluate_bpb(
         "bpb": total_nats / math.log(2) / max(covered_bytes, 1),
         "tokens": total_tokens,
     }
+
+
+def run_bpb(run, model: torch.nn.Module, cfg, split: str = "val", device: torch.device | str = "cpu",
+            max_tokens: int | None = None) -> dict[str, float] | None:
+    """Loss and bpb of `model` on a split of a run's shards (`run` a RunDir, `cfg` its RunConfig),
+    at the run's batch size and context; None when the split has under two tokens."""
+    from myllm.device import autocast_dtype
+
+    info = run.index()["splits"].get(split)
+    if not info or info["tokens"] < 2:
+        return None
+    return evaluate_bpb(model, ShardReader(run.shards, split), info["bytes"], cfg.train.batch_size, cfg.seq_len,
+                        max_tokens, device, autocast_dtype(torch.device(device)))

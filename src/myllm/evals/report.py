@@ -27,8 +27,9 @@ from typing import Any
 
 from myllm.errors import MyLLMError
 from myllm.io import atomic_open, atomic_write_text, read_json
+from myllm.rundir import POST_STAGES, RunDir, StageRecords
 
-STAGE_ORDER = ("sft", "dpo", "grpo", "quantized", "exported")
+STAGE_ORDER = (*POST_STAGES, "quantized", "exported")
 POST_KEYS = ("reward", "kl", "accuracy")  # post-training curves, matched as a key or a _-separated part of one
 SECTIONS = ("Config", "System", "Stages", "Corpus", "Evaluation", "Samples", "Plots")
 
@@ -42,18 +43,18 @@ def _cell(text: str) -> str:
     return text.replace("\n", " / ").replace("|", "\\|")
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
+def read_metrics(run_dir: RunDir | Path) -> list[dict[str, Any]]:
+    path = RunDir.of(run_dir).metrics_file
     if not path.is_file():
         return []
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def evaluation_rows(run_dir: Path, summary: dict[str, Any]) -> list[dict[str, Any]]:
+def evaluation_rows(run: RunDir, summary: dict[str, Any]) -> list[dict[str, Any]]:
     """The Evaluation table: the base model from summary.json, then one row per evals/*.json."""
     rows = [{"name": "base (pretrain)", **summary}]
-    files = sorted((run_dir / "evals").glob("*.json"))
+    files = sorted(run.evals.glob("*.json"))
     rank = {name: i for i, name in enumerate(STAGE_ORDER)}
     for path in sorted(files, key=lambda p: (rank.get(p.stem, len(rank)), p.stem)):
         rows.append({"name": path.stem, **read_json(path)})
@@ -83,11 +84,11 @@ def system_info() -> list[str]:
     return lines
 
 
-def config_section(run_dir: Path) -> list[str]:
+def config_section(run: RunDir) -> list[str]:
     from myllm.config import load_run_config
     from myllm.plan import param_counts
 
-    cfg = load_run_config(run_dir / "config.toml")
+    cfg = load_run_config(run.config_file)
     m, t = cfg.model, cfg.train
     counts = param_counts(m)
     budget = f"{t.time_budget:g} s" if t.time_budget > 0 else "none"
@@ -106,35 +107,36 @@ def config_section(run_dir: Path) -> list[str]:
     ]
 
 
-def corpus_section(run_dir: Path, summary: dict[str, Any]) -> list[str]:
+def corpus_section(run: RunDir, summary: dict[str, Any]) -> list[str]:
     splits = summary.get("corpus")
     if not splits:  # an older summary: rebuild the figures from the manifest and shard index
-        manifest = read_json(run_dir / "corpus" / "manifest.json")["splits"]
-        index = read_json(run_dir / "shards" / "index.json")["splits"]
+        manifest = run.manifest()["splits"]
+        index = run.index()["splits"]
         splits = {s: {**v, "tokens": index.get(s, {}).get("tokens")} for s, v in manifest.items()}
     lines = ["| split | documents | bytes | tokens |", "|---|---:|---:|---:|"]
     for split, v in splits.items():
         tokens = "-" if v.get("tokens") is None else f"{v['tokens']:,}"
         lines.append(f"| {split} | {v['documents']:,} | {v['bytes']:,} | {tokens} |")
-    if (run_dir / "corpus" / "report.md").is_file():
-        lines += ["", "What cleaning, filtering and dedup did: [corpus report](corpus/report.md)."]
+    if run.corpus_report.is_file():
+        link = run.corpus_report.relative_to(run.root).as_posix()
+        lines += ["", f"What cleaning, filtering and dedup did: [corpus report]({link})."]
     return lines
 
 
-def build_run_report(run_dir: Path) -> str:
+def build_run_report(run_dir: RunDir | Path) -> str:
     """The report's Markdown text (writes the plots as a side effect)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "summary.json").is_file():
-        raise MyLLMError(f"{run_dir} has no summary.json; run `myllm run --out {run_dir}` "
-                         f"or `myllm eval --run {run_dir}` first")
-    summary = read_json(run_dir / "summary.json")
-    lines = [f"# Run report: {run_dir.name}", "", "## Config", "", *config_section(run_dir), ""]
+    run = RunDir.of(run_dir)
+    if not run.summary_file.is_file():
+        raise MyLLMError(f"{run} has no summary.json; run `myllm run --out {run}` "
+                         f"or `myllm eval --run {run}` first")
+    summary = read_json(run.summary_file)
+    lines = [f"# Run report: {run.root.name}", "", "## Config", "", *config_section(run), ""]
     lines += ["## System", "", "The machine that wrote this report:", "", *system_info(), ""]
-    stages = read_json(run_dir / "stages.json") if (run_dir / "stages.json").is_file() else {}
+    stages = StageRecords(run).stages  # empty for a stages.json of an older format
     lines += ["## Stages", "", "| stage | wall seconds |", "|---|---:|"]
     lines += [f"| {name} | {v['seconds']:.1f} |" for name, v in stages.items()]
     lines += [f"| total | {sum(v['seconds'] for v in stages.values()):.1f} |", ""]
-    lines += ["## Corpus", "", *corpus_section(run_dir, summary), ""]
+    lines += ["## Corpus", "", *corpus_section(run, summary), ""]
     lines += ["## Evaluation", "", "Bits per byte on held-out text (lower is better); floor = the source entropy "
               "of val where known, ratio = val bpb / floor. Later stages add rows via `evals/<stage>.json`.", "",
               "Chat columns are on held-out prompts (the base model asked few-shot): fact-QA and arithmetic "
@@ -142,7 +144,7 @@ def build_run_report(run_dir: Path) -> str:
               "| stage | val bpb | test bpb | floor | ratio | probe accuracy | fact QA | arithmetic | rejected style |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     base_chat = summary.get("stages", {}).get("base", {})
-    for r in evaluation_rows(run_dir, summary):
+    for r in evaluation_rows(run, summary):
         chat = base_chat if r["name"].startswith("base") else r
         pct = ["-" if chat.get(k) is None else f"{chat[k]:.1%}" for k in ("fact_qa_acc", "arith_acc", "rejected_rate")]
         acc = "-" if r.get("probe_accuracy") is None else f"{r['probe_accuracy']:.1%}"
@@ -150,41 +152,42 @@ def build_run_report(run_dir: Path) -> str:
                      f"{_fmt(r.get('floor_val_bpb'))} | {_fmt(r.get('ratio'), 3)} | {acc} | {' | '.join(pct)} |")
     lines += ["", "## Samples", "", "| prompt | completion |", "|---|---|"]
     lines += [f"| {_cell(s['prompt']) or '(empty)'} | {_cell(s['completion'])} |" for s in summary.get("samples", [])]
-    plots = write_run_plots(run_dir, read_metrics(run_dir), summary)
+    plots = write_run_plots(run, read_metrics(run), summary)
     lines += ["", "## Plots", ""]
-    lines += [f"![{p.stem}](plots/{p.name})" for p in plots] or ["no metrics.jsonl records to plot"]
+    lines += [f"![{p.stem}]({p.relative_to(run.root).as_posix()})" for p in plots] or [
+        "no metrics.jsonl records to plot"]
     return "\n".join(lines) + "\n"
 
 
-def write_run_report(run_dir: Path) -> Path:
+def write_run_report(run_dir: RunDir | Path) -> Path:
     """Write `report.md` and `plots/*.png` in the run directory; return the report's path."""
-    path = Path(run_dir) / "report.md"
+    path = RunDir.of(run_dir).report_file
     atomic_write_text(path, build_run_report(run_dir))
     return path
 
 
-def _train_bytes_per_token(run_dir: Path) -> float | None:
-    index_path = run_dir / "shards" / "index.json"
-    if not index_path.is_file():
+def _train_bytes_per_token(run: RunDir) -> float | None:
+    if not run.index_file().is_file():
         return None
-    train = read_json(index_path)["splits"].get("train", {})
+    train = run.index()["splits"].get("train", {})
     return train["bytes"] / train["tokens"] if train.get("tokens") else None
 
 
-def write_run_plots(run_dir: Path, records: list[dict[str, Any]], summary: dict[str, Any]) -> list[Path]:
+def write_run_plots(run_dir: RunDir | Path, records: list[dict[str, Any]], summary: dict[str, Any]) -> list[Path]:
     """One PNG per figure; a figure whose data is absent is skipped, not drawn empty."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    folder = run_dir / "plots"
+    run = RunDir.of(run_dir)
+    folder = run.plots
     folder.mkdir(parents=True, exist_ok=True)
     by_stage: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         by_stage[r.get("stage", "pretrain")].append(r)
     figures = itertools.chain(
-        _loss_plot(plt, by_stage.get("pretrain", []), summary, _train_bytes_per_token(run_dir)),
+        _loss_plot(plt, by_stage.get("pretrain", []), summary, _train_bytes_per_token(run)),
         _per_stage_plot(plt, by_stage, "lr", "learning rate"),
         _per_stage_plot(plt, by_stage, "grad_norm", "gradient norm (before clipping)"),
         _throughput_plot(plt, by_stage, records),

@@ -13,52 +13,48 @@ from pathlib import Path
 from typing import Any
 
 from myllm.config import RunConfig
-from myllm.data.shards import ShardReader
-from myllm.evals.bpb import evaluate_bpb
+from myllm.device import resolve_device
+from myllm.evals.bpb import run_bpb
 from myllm.evals.chat_eval import evaluate_chat, few_shot_prefix
 from myllm.io import atomic_write_json, read_json
 from myllm.model import Transformer
+from myllm.rundir import RunDir
 from myllm.tokenizer import Tokenizer
-from myllm.device import autocast_dtype, resolve_device
-from myllm.universe import World
 from myllm.universe import tasks as universe_tasks
 
 
-def eval_sets(run_dir: Path) -> tuple[World, dict[str, list[dict]]] | None:
-    """The held-out chat prompts of a universe run (None for other corpora)."""
-    path = run_dir / "corpus" / "universe.json"
-    if not path.is_file():
+def eval_sets(run: RunDir):
+    """(world, the held-out chat prompts) of a universe run (None for other corpora)."""
+    if run.universe() is None:
         return None
-    world = World.from_dict(read_json(path)["world"])
+    world = run.world()
     return world, universe_tasks.eval_sets(world)
 
 
-def stage_metrics(run_dir: Path, cfg: RunConfig, model: Transformer, few_shot: bool = False,
+def stage_metrics(run_dir: RunDir | Path, cfg: RunConfig, model: Transformer, few_shot: bool = False,
                   val_bpb: float | None = None) -> dict[str, Any]:
     """fact_qa_acc, arith_acc, rejected_rate (universe runs) and val_bpb of `model` (unless given)."""
+    run = RunDir.of(run_dir)
     device = resolve_device(cfg.train.device)
     model = model.to(device).eval()
     out: dict[str, Any] = {}
-    sets = eval_sets(run_dir)
+    sets = eval_sets(run)
     if sets is not None:
         world, prompts = sets
-        tok = Tokenizer.load(run_dir / "tokenizer" / "tokenizer.json")
+        tok = Tokenizer.load(run.tokenizer_file)
         scores = evaluate_chat(model, tok, prompts, few_shot_prefix(world) if few_shot else None, cfg.sample.seed)
         out.update({k: round(v, 4) for k, v in scores.items()})
-    index = read_json(run_dir / "shards" / "index.json")
-    val = index["splits"].get("val")
     if val_bpb is not None:
         out["val_bpb"] = val_bpb
-    elif val and val["tokens"] >= 2:
-        result = evaluate_bpb(model, ShardReader(run_dir / "shards", "val"), val["bytes"], cfg.train.batch_size,
-                              cfg.seq_len, None, device, autocast_dtype(device))
+    elif (result := run_bpb(run, model, cfg, "val", device)) is not None:
         out["val_bpb"] = round(result["bpb"], 5)
     return out
 
 
-def write_stage_eval(run_dir: Path, stage: str, metrics: dict[str, Any], checkpoint: Path) -> None:
-    atomic_write_json(run_dir / "evals" / f"{stage}.json", {**metrics, "checkpoint": str(checkpoint)})
-    summary_path = run_dir / "summary.json"
+def write_stage_eval(run_dir: RunDir | Path, stage: str, metrics: dict[str, Any], checkpoint: Path) -> None:
+    run = RunDir.of(run_dir)
+    atomic_write_json(run.stage_eval(stage), {**metrics, "checkpoint": str(checkpoint)})
+    summary_path = run.summary_file
     if summary_path.is_file():
         summary = read_json(summary_path)
         summary.setdefault("stages", {})[stage] = {k: v for k, v in metrics.items() if k != "checkpoint"}

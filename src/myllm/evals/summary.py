@@ -11,32 +11,24 @@ from typing import Any
 import torch
 
 from myllm.config import RunConfig
-from myllm.data.shards import ShardReader
-from myllm.errors import MyLLMError
-from myllm.evals.bpb import evaluate_bpb
+from myllm.device import resolve_device
+from myllm.evals.bpb import run_bpb
 from myllm.evals.probes import probe_accuracy
 from myllm.infer.engine import SamplingParams, generate
-from myllm.io import atomic_write_json, read_json
+from myllm.io import atomic_write_json
 from myllm.plan import param_counts
+from myllm.rundir import RunDir
 from myllm.tokenizer import Tokenizer
-from myllm.train.checkpoint import latest_checkpoint, load_model, read_state
-from myllm.device import autocast_dtype, resolve_device
+from myllm.train.checkpoint import load_model, read_state
 
 
-def final_checkpoint(run_dir: Path, stage: str = "pretrain") -> Path:
-    path = latest_checkpoint(run_dir / "checkpoints" / stage)
-    if path is None:
-        raise MyLLMError(f"no {stage} checkpoint in {run_dir}; run `myllm run --out {run_dir}` first")
-    return path
-
-
-def sample_prompts(run_dir: Path, universe: dict | None) -> list[str]:
+def sample_prompts(run: RunDir, universe: dict | None) -> list[str]:
     """Three prompts: nothing at all (what does the model write unprompted?), then two openings."""
     if universe is not None:
         probes = universe["probes"]
         return ["", probes[0]["prompt"].split(" lives")[0], probes[len(probes) // 2]["prompt"]]
     prompts = [""]
-    with open(run_dir / "corpus" / "val.jsonl", encoding="utf-8") as f:
+    with open(run.corpus_split("val"), encoding="utf-8") as f:
         for line in f:
             words = json.loads(line)["text"].split()
             if words:
@@ -46,19 +38,19 @@ def sample_prompts(run_dir: Path, universe: dict | None) -> list[str]:
     return prompts
 
 
-def evaluate_run(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
+def evaluate_run(run_dir: RunDir | Path, cfg: RunConfig) -> dict[str, Any]:
+    run = RunDir.of(run_dir)
     device = resolve_device(cfg.train.device)
-    ckpt = final_checkpoint(run_dir)
+    ckpt = run.model_checkpoint("pretrain", unfinished=True)
     model = load_model(ckpt, device)
-    tok = Tokenizer.load(run_dir / "tokenizer" / "tokenizer.json")
-    index = read_json(run_dir / "shards" / "index.json")
-    manifest = read_json(run_dir / "corpus" / "manifest.json")
-    universe_path = run_dir / "corpus" / "universe.json"
-    universe = read_json(universe_path) if universe_path.is_file() else None
+    tok = Tokenizer.load(run.tokenizer_file)
+    index = run.index()
+    manifest = run.manifest()
+    universe = run.universe()
     state = read_state(ckpt)
 
     summary: dict[str, Any] = {
-        "run_dir": str(run_dir),
+        "run_dir": str(run),
         "checkpoint": str(ckpt),
         "params": param_counts(cfg.model)["total"],
         "tokens_trained": state["tokens"],
@@ -67,11 +59,8 @@ def evaluate_run(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
         "corpus": {s: {**manifest["splits"][s], "tokens": index["splits"][s]["tokens"]} for s in index["splits"]},
     }
     for split in ("val", "test"):
-        info = index["splits"].get(split)
-        if not info or info["tokens"] < 2:
+        if (result := run_bpb(run, model, cfg, split, device)) is None:
             continue
-        result = evaluate_bpb(model, ShardReader(run_dir / "shards", split), info["bytes"], cfg.train.batch_size,
-                              cfg.seq_len, None, device, autocast_dtype(device))
         summary[f"{split}_loss"] = round(result["loss"], 5)
         summary[f"{split}_bpb"] = round(result["bpb"], 5)
     if universe is not None:
@@ -85,9 +74,9 @@ def evaluate_run(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
         summary["probe_accuracy_by_attribute"] = {k: round(v, 4) for k, v in result["by_attribute"].items()}
     from myllm.evals.stages import stage_metrics
 
-    summary["stages"] = {"base": stage_metrics(run_dir, cfg, model, few_shot=True, val_bpb=summary.get("val_bpb"))}
+    summary["stages"] = {"base": stage_metrics(run, cfg, model, few_shot=True, val_bpb=summary.get("val_bpb"))}
     samples = []
-    for i, prompt in enumerate(sample_prompts(run_dir, universe)):
+    for i, prompt in enumerate(sample_prompts(run, universe)):
         params = SamplingParams(max_new_tokens=cfg.sample.max_new_tokens, temperature=cfg.sample.temperature,
                                 top_k=cfg.sample.top_k, top_p=cfg.sample.top_p, stop_ids=(tok.bos_id, tok.eos_id),
                                 seed=cfg.sample.seed + i)
@@ -95,7 +84,7 @@ def evaluate_run(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
             out = generate(model, [tok.bos_id] + tok.encode(prompt), params)
         samples.append({"prompt": prompt, "completion": tok.decode(out)})
     summary["samples"] = samples
-    atomic_write_json(run_dir / "summary.json", summary)
+    atomic_write_json(run.summary_file, summary)
     return summary
 
 

@@ -36,7 +36,7 @@ import torch
 
 from myllm.chat import CHAT_TEMPLATE
 from myllm.errors import MyLLMError
-from myllm.export import export_checkpoint
+from myllm.rundir import RunDir
 from myllm.tokenizer import SPECIAL_TOKENS
 from myllm.train.checkpoint import load_model
 
@@ -96,20 +96,21 @@ def _tensor_data(w: np.ndarray, kind: str):
     return gguf.quants.quantize(w.astype(np.float32), qtype), qtype
 
 
-def export_gguf(run_dir: str | Path, out: str | Path, kind: str = "f16", stage: str | None = None) -> Path:
+def export_gguf(run_dir: RunDir | str | Path, out: str | Path, kind: str = "f16", stage: str | None = None) -> Path:
     """Write the run's final model (or `stage`'s) as a GGUF file of weight type `kind`; return `out`."""
     import gguf
 
     if kind not in TYPES:
         raise MyLLMError(f"--type {kind!r} is not supported; pick one of {', '.join(TYPES)}")
-    run_dir, out = Path(run_dir), Path(out)
-    ckpt = export_checkpoint(run_dir, stage)
+    run, out = RunDir.of(run_dir), Path(out)
+    run.require_tokenizer()
+    ckpt = run.model_checkpoint(stage)
     model = load_model(ckpt)
     cfg = model.cfg
     if kind in ("q8_0", "q4_0") and (cfg.d_model % 32 or cfg.d_ff % 32):
         raise MyLLMError(f"--type {kind} needs model.d_model and model.d_ff divisible by 32 (llama.cpp's block "
                          f"size); this model has {cfg.d_model} and {cfg.d_ff}: use f16 or f32")
-    tokens, types, merges = vocab_tokens(run_dir / "tokenizer" / "tokenizer.json", cfg.vocab_size)
+    tokens, types, merges = vocab_tokens(run.tokenizer_file, cfg.vocab_size)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")

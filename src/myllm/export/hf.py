@@ -31,8 +31,8 @@ from safetensors.torch import save_file
 
 from myllm.chat import CHAT_TEMPLATE
 from myllm.config import ModelConfig, SampleConfig, load_run_config
-from myllm.export import export_checkpoint
 from myllm.io import atomic_dir
+from myllm.rundir import RunDir
 from myllm.tokenizer import SPECIAL_TOKENS
 from myllm.train.checkpoint import load_model
 
@@ -101,23 +101,23 @@ def tokenizer_config() -> dict[str, Any]:
     }
 
 
-def export_hf(run_dir: str | Path, out: str | Path, stage: str | None = None) -> Path:
+def export_hf(run_dir: RunDir | str | Path, out: str | Path, stage: str | None = None) -> Path:
     """Write the HF directory for the run's final model (or `stage`'s) to `out`; return `out`."""
-    run_dir, out = Path(run_dir), Path(out)
-    ckpt = export_checkpoint(run_dir, stage)
+    run, out = RunDir.of(run_dir), Path(out)
+    run.require_tokenizer()
+    ckpt = run.model_checkpoint(stage)
     model = load_model(ckpt)  # LoRA adapters are merged here
-    cfg_path = run_dir / "config.toml"
-    sample = load_run_config(cfg_path).sample if cfg_path.is_file() else SampleConfig()
+    sample = load_run_config(run.config_file).sample if run.config_file.is_file() else SampleConfig()
     weights = {f"model.{k}": v.detach().float().contiguous() for k, v in model.state_dict().items()}
     with atomic_dir(out) as tmp:
         save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         _write_json(tmp / "config.json", llama_config(model.cfg))
         _write_json(tmp / "generation_config.json", generation_config(sample))
-        shutil.copyfile(run_dir / "tokenizer" / "tokenizer.json", tmp / "tokenizer.json")
+        shutil.copyfile(run.tokenizer_file, tmp / "tokenizer.json")
         _write_json(tmp / "tokenizer_config.json", tokenizer_config())
         _write_json(tmp / "special_tokens_map.json", {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD})
-        _write_json(tmp / "myllm_export.json", {"checkpoint": str(ckpt.relative_to(run_dir))
-                                                if ckpt.is_relative_to(run_dir) else str(ckpt)})
+        _write_json(tmp / "myllm_export.json", {"checkpoint": str(ckpt.relative_to(run.root))
+                                                if ckpt.is_relative_to(run.root) else str(ckpt)})
     return out
 
 

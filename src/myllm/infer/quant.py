@@ -183,39 +183,3 @@ def _rope(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
 def weight_bytes(model: nn.Module) -> int:
     """Bytes of every stored tensor (parameters and buffers that are saved)."""
     return sum(v.numel() * v.element_size() for v in model.state_dict().values())
-
-
-
-def quantized_path(run_dir: str | Path, bits: int) -> Path:
-    return Path(run_dir) / "quantized" / f"model-int{bits}.safetensors"
-
-
-def quantize_run(run_dir: str | Path, bits: int, group_size: int | None = None, stage: str | None = None,
-                 evaluate: bool = True) -> dict:
-    """`myllm quantize`: quantize the run's final model (or `stage`'s), save it in the run, and
-    measure file size and val bits per byte against the fp32 model."""
-    from myllm.data.shards import ShardReader
-    from myllm.evals.bpb import evaluate_bpb
-    from myllm.export import export_checkpoint
-    from myllm.io import read_json
-    from myllm.run import load_run
-    from myllm.train.checkpoint import load_model
-
-    run_dir = Path(run_dir)
-    cfg = load_run(run_dir, [f"quant.bits={bits}"] + ([f"quant.group_size={group_size}"] if group_size else []))
-    ckpt = export_checkpoint(run_dir, stage)
-    model = load_model(ckpt)
-    out = save_quantized(quantize_model(load_model(ckpt), cfg.quant.bits, cfg.quant.group_size),
-                         quantized_path(run_dir, cfg.quant.bits), str(ckpt))
-    fp32_bytes = sum(v.numel() * 4 for v in model.state_dict().values())
-    result = {"path": str(out), "bits": cfg.quant.bits, "group_size": cfg.quant.group_size if bits == 4 else None,
-              "checkpoint": str(ckpt), "fp32_bytes": fp32_bytes, "bytes": out.stat().st_size}
-    result["size_ratio"] = result["bytes"] / fp32_bytes
-    val = read_json(run_dir / "shards" / "index.json")["splits"].get("val")
-    if evaluate and val and val["tokens"] >= 2:
-        for name, m in (("fp32", model), ("quantized", load_quantized(out))):
-            r = evaluate_bpb(m, ShardReader(run_dir / "shards", "val"), val["bytes"], cfg.train.batch_size,
-                             cfg.seq_len)
-            result[f"{name}_val_bpb"] = r["bpb"]
-        result["bpb_ratio"] = result["quantized_val_bpb"] / result["fp32_val_bpb"]
-    return result

@@ -12,29 +12,23 @@ from pathlib import Path
 
 from myllm.errors import MyLLMError
 from myllm.model import Transformer
+from myllm.rundir import RunDir
 from myllm.tokenizer import Tokenizer
 
 
-def load_for_serving(run_dir: Path, stage: str | None = None,
+def load_for_serving(run_dir: RunDir | Path, stage: str | None = None,
                      checkpoint: Path | None = None) -> tuple[Transformer, Tokenizer, Path]:
     """The model (final checkpoint, or the latest of `stage`), the tokenizer, and the checkpoint path."""
-    from myllm.train.checkpoint import latest_checkpoint, load_model
-    from myllm.train.post import final_model_checkpoint
+    from myllm.train.checkpoint import load_model
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise MyLLMError(f"run directory {run_dir} does not exist; train one with `myllm run --out {run_dir}`")
+    run = RunDir.of(run_dir)
+    if not run.root.is_dir():
+        raise MyLLMError(f"run directory {run} does not exist; train one with `myllm run --out {run}`")
     if checkpoint is not None:
         path = Path(checkpoint)
-    elif stage:
-        path = latest_checkpoint(run_dir / "checkpoints" / stage)
-        if path is None:
-            raise MyLLMError(f"{run_dir} has no {stage} checkpoint; train it or pick another --stage")
     else:
-        path = final_model_checkpoint(run_dir)
-    tok_path = run_dir / "tokenizer" / "tokenizer.json"
-    if not tok_path.is_file():
-        raise MyLLMError(f"{tok_path} is missing; the run directory is incomplete (re-run `myllm run --out {run_dir}`)")
+        path = run.model_checkpoint(stage or None, unfinished=bool(stage))
+    tok_path = run.require_tokenizer()
     try:
         model = load_model(path)
     except MyLLMError:

@@ -31,6 +31,7 @@ from myllm.config import TrainConfig
 from myllm.device import attention_kernels, autocast_dtype
 from myllm.errors import MyLLMError
 from myllm.io import atomic_write_text
+from myllm.rundir import RunDir
 from myllm.train.checkpoint import (
     check_compatible,
     latest_valid_checkpoint,
@@ -101,7 +102,7 @@ class MetricsLog:
 def train(
     model: torch.nn.Module,
     cfg: TrainConfig,
-    run_dir: Path,
+    run_dir: RunDir | Path,
     stage: str,
     batches: Batches,
     loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor | tuple[torch.Tensor, dict[str, float]]],
@@ -132,8 +133,8 @@ def train(
     accum = grad_accum or cfg.grad_accum
     device = next(model.parameters()).device
     amp = autocast_dtype(device)
-    ckpt_root = run_dir / "checkpoints" / stage
-    metrics = MetricsLog(run_dir / "metrics.jsonl")
+    ckpt_root = RunDir.of(run_dir).checkpoints(stage)
+    metrics = MetricsLog(RunDir.of(run_dir).metrics_file)
     sharded = ctx.mode == "fsdp"
 
     step, tokens, elapsed = 0, 0, 0.0

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -24,48 +23,15 @@ import torch
 from myllm import universe
 from myllm.chat import save_template
 from myllm.config import PostTrainConfig, RunConfig
+from myllm.device import resolve_device
 from myllm.errors import MyLLMError
-from myllm.io import atomic_open, read_json
+from myllm.io import atomic_open
+from myllm.rundir import RunDir, fingerprints
 from myllm.tokenizer import Tokenizer
 from myllm.train.checkpoint import latest_checkpoint, load_model, read_state
-from myllm.device import resolve_device
 from myllm.train.loop import TrainResult, train
 from myllm.train.lora import apply_lora, parse_targets
 from myllm.universe import tasks as universe_tasks
-
-CHAIN = ("pretrain", "sft", "dpo", "grpo")
-
-
-def _finished(run_dir: Path, stage: str, cfg: RunConfig | None) -> Path | None:
-    if cfg is not None and stage != "pretrain" and not getattr(cfg, stage).enabled:
-        return None  # a disabled stage is passed over, whatever checkpoints it left
-    path = latest_checkpoint(run_dir / "checkpoints" / stage)
-    return path if path is not None and read_state(path).get("done", False) else None
-
-
-def start_checkpoint(run_dir: Path, stage: str, cfg: RunConfig | None = None) -> Path:
-    """The final checkpoint of the latest stage before `stage` in the chain that has one."""
-    for earlier in reversed(CHAIN[: CHAIN.index(stage)]):
-        if (path := _finished(run_dir, earlier, cfg)) is not None:
-            return path
-    raise MyLLMError(f"{stage} needs a pretrained model: no finished checkpoint in {run_dir / 'checkpoints'}; "
-                     f"run `myllm run --out {run_dir}` (or `myllm pretrain`) first")
-
-
-def final_model_checkpoint(run_dir: Path, cfg: RunConfig | None = None) -> Path:
-    """The model a run ends with: the last stage of the chain with a finished checkpoint."""
-    for stage in reversed(CHAIN):
-        if (path := _finished(run_dir, stage, cfg)) is not None:
-            return path
-    raise MyLLMError(f"{run_dir} has no trained model; run `myllm run --out {run_dir}` first")
-
-
-def load_world(run_dir: Path) -> universe.World:
-    path = run_dir / "corpus" / "universe.json"
-    if not path.is_file():
-        raise MyLLMError(f"{run_dir} was not trained on the built-in universe, so it has no universe tasks; "
-                         "pass your own data as a JSONL file (--data FILE)")
-    return universe.World.from_dict(read_json(path)["world"])
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
@@ -83,25 +49,17 @@ def universe_records(world: universe.World, stage: str, section: PostTrainConfig
     return universe_tasks.grpo_prompts(world, section.seed, section.examples, section.fact_fraction)
 
 
-def data_file(run_dir: Path, stage: str, section: PostTrainConfig) -> Path:
+def data_file(run: RunDir, stage: str, section: PostTrainConfig) -> Path:
     """The stage's JSONL: the configured file, or the universe records written into the run."""
     if section.data != "universe":
         return Path(section.data)
-    path = run_dir / "tasks" / f"{stage}.jsonl"
-    write_jsonl(path, universe_records(load_world(run_dir), stage, section))
+    path = run.tasks(stage)
+    write_jsonl(path, universe_records(run.world(), stage, section))
     return path
 
 
-def resume_key(cfg: RunConfig, stage: str, start: Path, data: Path) -> str:
-    """A stage's checkpoint may be resumed only with the same start, data and section."""
-    section = getattr(cfg, stage)
-    blob = json.dumps({"section": cfg.to_dict()[stage], "start": str(start), "model": cfg.to_dict()["model"],
-                       "data": hashlib.sha256(data.read_bytes()).hexdigest(), "seed": section.seed}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def run_post_stage(
-    run_dir: Path,
+    run_dir: RunDir | Path,
     cfg: RunConfig,
     stage: str,
     make: Callable[[torch.nn.Module, Tokenizer, Path, torch.device], tuple[Any, Callable, Callable]],
@@ -113,19 +71,19 @@ def run_post_stage(
     """Train one post-training stage. `make(model, tok, data_path, device)` returns
     (batches, loss_fn, tokens_in) for the loop; it runs after the model is loaded and before
     LoRA is applied, so it may copy the model as a frozen reference."""
-    run_dir = Path(run_dir)
+    run = RunDir.of(run_dir)
     section: PostTrainConfig = getattr(cfg, stage)
     if data is not None:
         section.data = str(data)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
-    start = start_checkpoint(run_dir, stage, cfg)
-    tok = Tokenizer.load(run_dir / "tokenizer" / "tokenizer.json")
-    save_template(run_dir / "tokenizer")
-    path = data_file(run_dir, stage, section)
-    ckpt_root = run_dir / "checkpoints" / stage
-    fingerprint = resume_key(cfg, stage, start, path)
+    start = run.model_checkpoint(before=stage, cfg=cfg)
+    tok = Tokenizer.load(run.tokenizer_file)
+    save_template(run.tokenizer_dir)
+    path = data_file(run, stage, section)
+    ckpt_root = run.checkpoints(stage)
+    fingerprint = fingerprints(run, cfg, resume=True)[stage]
     latest = latest_checkpoint(ckpt_root)
     if restart or (latest is not None and read_state(latest).get("fingerprint") != fingerprint):
         shutil.rmtree(ckpt_root, ignore_errors=True)  # a different start, data or recipe: start over
@@ -142,8 +100,8 @@ def run_post_stage(
             f"parameters train ({trainable / total:.2%}); AdamW state {trainable * 8 / 1e6:.2f} MB "
             f"instead of {total * 8 / 1e6:.2f} MB")
         lora = {"rank": section.lora_rank, "alpha": section.lora_alpha, "targets": list(targets)}
-    extra = {"base": str(start.relative_to(run_dir)), "lora": lora}
-    return train(model, section.train_config(cfg.train), run_dir, stage, batches, loss_fn, tokens_in,
+    extra = {"base": str(start.relative_to(run.root)), "lora": lora}
+    return train(model, section.train_config(cfg.train), run, stage, batches, loss_fn, tokens_in,
                  fingerprint=fingerprint, resume=resume, show_progress=show_progress, extra_state=extra)
 
 

@@ -9,62 +9,24 @@ windows of the data, and only rank 0 logs and writes reports.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from pathlib import Path
 
 import torch
 
-from myllm.config import RunConfig
+from myllm.config import RunConfig, parse_phases
 from myllm.data.loader import PhasedBatches, TrainBatches
 from myllm.data.shards import ShardReader
+from myllm.device import resolve_device
 from myllm.errors import MyLLMError
-from myllm.evals.bpb import evaluate_bpb
-from myllm.io import read_json
+from myllm.evals.bpb import run_bpb
 from myllm.model import Transformer
+from myllm.rundir import RunDir, fingerprints
 from myllm.train.distributed import barrier, batch_plan, init_distributed, local_device, shutdown
-from myllm.device import autocast_dtype, resolve_device
 from myllm.train.loop import TrainResult, train
 
-# Keys that may change between a checkpoint and its resume without changing what is trained
-# (extend max_steps, evaluate more often, switch memory savers, ...).
-RESUMABLE_CHANGES = {"max_steps", "time_budget", "eval_every", "eval_tokens", "ckpt_every", "keep_last",
-                     "device", "compile", "threads", "dist", "activation_checkpointing", "loss_chunk",
-                     "max_bad_steps", "spike_factor", "dist_timeout"}
 AUTO_LOSS_CHUNK = 4096  # tokens per cross-entropy chunk when the vocabulary is large
 LARGE_VOCAB = 32768
-
-
-def read_index(run_dir: Path, folder: str = "shards") -> dict:
-    path = run_dir / folder / "index.json"
-    if not path.is_file():
-        raise MyLLMError(f"{path} not found: prepare the data first with `myllm run --out {run_dir}`")
-    return read_json(path)
-
-
-def parse_phases(text: str) -> list[tuple[str, int]]:
-    """`"shards-math:12540000000,shards-prose:15e9"` -> [("shards-math", 12540000000), ...]."""
-    phases = []
-    for item in filter(None, (x.strip() for x in text.split(","))):
-        folder, sep, budget = item.rpartition(":")
-        try:
-            tokens = int(float(budget))
-        except ValueError:
-            tokens = -1
-        if not sep or not folder or tokens <= 0:
-            raise MyLLMError(f"train.phases item {item!r}: expected SHARDS_DIR:TOKENS, e.g. shards-math:12.54e9")
-        phases.append((folder, tokens))
-    return phases
-
-
-def resume_key(cfg: RunConfig, index: dict) -> str:
-    """What a checkpoint must share with the config to be resumed: model, data and recipe."""
-    train = {k: v for k, v in cfg.to_dict()["train"].items() if k not in RESUMABLE_CHANGES}
-    if cfg.train.global_batch:  # the recipe is the global batch: micro-batch and accumulation may change
-        del train["batch_size"], train["grad_accum"]
-    blob = json.dumps({"model": cfg.to_dict()["model"], "train": train, "index": index}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def loss_chunk(cfg: RunConfig) -> int:
@@ -74,18 +36,18 @@ def loss_chunk(cfg: RunConfig) -> int:
 
 
 def pretrain(
-    run_dir: Path, cfg: RunConfig, resume: bool = False, restart: bool = False, show_progress: bool = True
+    run_dir: RunDir | Path, cfg: RunConfig, resume: bool = False, restart: bool = False, show_progress: bool = True
 ) -> TrainResult:
-    run_dir = Path(run_dir)
+    run = RunDir.of(run_dir)
     phases = parse_phases(cfg.train.phases)
-    index = read_index(run_dir)
+    index = run.index()
     for folder, _ in phases:
-        if not (run_dir / folder / "index.json").is_file():
+        if not run.index_file(folder).is_file():
             raise MyLLMError(
-                f"train.phases names {run_dir / folder}, which holds no shards (index.json); put that phase's "
-                f"shards there (laid out like {run_dir / 'shards'}, same tokenizer) or change train.phases"
+                f"train.phases names {run.shard_folder(folder)}, which holds no shards (index.json); put that "
+                f"phase's shards there (laid out like {run.shards}, same tokenizer) or change train.phases"
             )
-    indexes = [read_index(run_dir, folder) for folder, _ in phases]
+    indexes = [run.index(folder) for folder, _ in phases]
     for idx in [index, *indexes]:
         if idx["vocab_size"] > cfg.model.vocab_size:
             raise MyLLMError(
@@ -104,38 +66,35 @@ def pretrain(
             mode = f", {ctx.mode}" if ctx.mode != "none" else ""
             print(f"pretrain: {plan.describe()}{mode}", flush=True)
         if restart and ctx.is_main:
-            shutil.rmtree(run_dir / "checkpoints" / "pretrain", ignore_errors=True)
+            shutil.rmtree(run.checkpoints("pretrain"), ignore_errors=True)
         barrier(ctx)
         torch.manual_seed(cfg.train.seed)
         model = Transformer(cfg.model).to(device)
-        batches = make_batches(run_dir, cfg, phases, seq_len, ctx.rank, ctx.world_size)
-        val_reader = ShardReader(run_dir / "shards", "val")
-        val_bytes = index["splits"]["val"]["bytes"]
+        batches = make_batches(run, cfg, phases, seq_len, ctx.rank, ctx.world_size)
         chunk = loss_chunk(cfg)
 
         def evaluate(m: torch.nn.Module) -> dict[str, float]:
-            return evaluate_bpb(m, val_reader, val_bytes, cfg.train.batch_size, seq_len, cfg.train.eval_tokens,
-                                device, autocast_dtype(device))
+            return run_bpb(run, m, cfg, "val", device, cfg.train.eval_tokens) or {}
 
         def loss_fn(m, batch):
             x, y = batch
             return m(x.to(device, non_blocking=True), y.to(device, non_blocking=True), loss_chunk=chunk)
 
         return train(
-            model, cfg.train, run_dir, "pretrain", batches, loss_fn,
+            model, cfg.train, run, "pretrain", batches, loss_fn,
             tokens_in=lambda batch: batch[0].numel(), evaluate=evaluate,
-            fingerprint=resume_key(cfg, {"shards": index, "phases": indexes} if phases else index), resume=resume,
+            fingerprint=fingerprints(run, cfg, resume=True)["pretrain"], resume=resume,
             show_progress=show_progress, ctx=ctx, grad_accum=plan.grad_accum,
         )
     finally:
         shutdown(ctx)
 
 
-def make_batches(run_dir: Path, cfg: RunConfig, phases: list[tuple[str, int]], seq_len: int, rank: int,
+def make_batches(run: RunDir, cfg: RunConfig, phases: list[tuple[str, int]], seq_len: int, rank: int,
                  world_size: int) -> TrainBatches | PhasedBatches:
     """This rank's batches: rank r reads every world_size-th window (distinct data on every rank)."""
     if not phases:
-        return TrainBatches(ShardReader(run_dir / "shards", "train"), cfg.train.batch_size, seq_len,
+        return TrainBatches(ShardReader(run.shards, "train"), cfg.train.batch_size, seq_len,
                             seed=cfg.train.seed, rank=rank, world_size=world_size)
-    readers = [(ShardReader(run_dir / folder, "train"), tokens) for folder, tokens in phases]
+    readers = [(ShardReader(run.shard_folder(folder), "train"), tokens) for folder, tokens in phases]
     return PhasedBatches(readers, cfg.train.batch_size, seq_len, cfg.train.seed, rank, world_size)

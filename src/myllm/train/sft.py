@@ -29,6 +29,7 @@ from myllm.config import RunConfig
 from myllm.data.loader import TrainBatches
 from myllm.data.shards import ShardReader
 from myllm.errors import MyLLMError
+from myllm.rundir import RunDir
 from myllm.tokenizer import Tokenizer
 from myllm.train.loop import TrainResult
 from myllm.train.post import Shuffled, run_post_stage
@@ -130,12 +131,11 @@ class WithText:
         self.text.load_state_dict(state["text"])
 
 
-def text_batches(run_dir: Path, rows: int, seq_len: int, seed: int) -> TrainBatches:
-    shards = run_dir / "shards"
-    if not (shards / "index.json").is_file():
-        raise MyLLMError(f"sft.text_rows = {rows} mixes pretraining text into SFT, but {shards} has no shards; "
+def text_batches(run: RunDir, rows: int, seq_len: int, seed: int) -> TrainBatches:
+    if not run.index_file().is_file():
+        raise MyLLMError(f"sft.text_rows = {rows} mixes pretraining text into SFT, but {run.shards} has no shards; "
                          "run `myllm run` first or set sft.text_rows=0")
-    return TrainBatches(ShardReader(shards, "train"), rows, seq_len, seed=seed)
+    return TrainBatches(ShardReader(run.shards, "train"), rows, seq_len, seed=seed)
 
 
 def sft_loss(model: torch.nn.Module, batch, device: torch.device) -> torch.Tensor:
@@ -150,7 +150,7 @@ def sft_text_loss(model: torch.nn.Module, batch, device: torch.device) -> tuple[
     return chat_loss + text_loss, {"chat_loss": chat_loss.item(), "text_loss": text_loss.item()}
 
 
-def sft(run_dir: Path, cfg: RunConfig, data: str | None = None, restart: bool = False,
+def sft(run_dir: RunDir | Path, cfg: RunConfig, data: str | None = None, restart: bool = False,
         show_progress: bool = True, log=print) -> TrainResult:
     seq_len = cfg.seq_len
 
@@ -159,7 +159,7 @@ def sft(run_dir: Path, cfg: RunConfig, data: str | None = None, restart: bool = 
         batches = PackedBatches(examples, cfg.sft.batch_size, seq_len, cfg.sft.seed, tok.pad_id)
         if cfg.sft.text_rows == 0:
             return batches, lambda m, b: sft_loss(m, b, device), lambda b: b[0].numel()
-        text = text_batches(Path(run_dir), cfg.sft.text_rows, seq_len, cfg.sft.seed)
+        text = text_batches(RunDir.of(run_dir), cfg.sft.text_rows, seq_len, cfg.sft.seed)
         return (WithText(batches, text), lambda m, b: sft_text_loss(m, b, device),
                 lambda b: b[0][0].numel() + b[1][0].numel())
 

@@ -1,0 +1,297 @@
+"""One function per `myllm` subcommand: read the flags, call the library, print the result.
+
+Every path in a run directory comes from `RunDir`; the flags that set config values become
+`--set` overrides (`parser.config_overrides`), so a command's config is the run's config.toml
+plus exactly what was typed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from myllm.cli.parser import PLAN_SHAPE_FLAGS, POST_FLAGS, PRETRAIN_FLAGS, SAMPLE_FLAGS, config_overrides
+from myllm.errors import MyLLMError
+from myllm.rundir import RunDir
+
+COMPILING_NOTE = "--compile: the decode step compiles before the first token (tens of seconds on a CPU), then runs fast"
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from myllm.evals.summary import format_summary
+    from myllm.run import run
+
+    default_name = Path(a.data).name if a.data else ("quick" if a.quick else "universe")
+    out = RunDir(a.out or Path("runs") / default_name)
+    summary = run(out, preset="quick" if a.quick else "default", config_file=a.config, overrides=a.overrides,
+                  data=a.data, time_budget=a.time_budget, show_progress=not a.no_progress)
+    print()
+    print(format_summary(summary))
+    print(f"\nsummary: {out.summary_file}")
+    return 0
+
+
+def cmd_data_prepare(a: argparse.Namespace) -> int:
+    from myllm.data.report import build_report
+    from myllm.run import prepare_run_dir, run_stage, stage_corpus, stage_shards, stage_tokenizer
+
+    out = RunDir(a.out)
+    cfg = prepare_run_dir(out, "default", a.config, a.overrides, a.data, None)
+    for stage, action in (("corpus", stage_corpus), ("tokenizer", stage_tokenizer), ("shards", stage_shards)):
+        run_stage(out, stage, cfg, lambda action=action: action(out, cfg))
+    print(build_report(out) if a.report else f"report: {out.corpus_report}")
+    return 0
+
+
+def cmd_data_stats(a: argparse.Namespace) -> int:
+    path = RunDir(a.run).corpus_report
+    if not path.is_file():
+        raise MyLLMError(f"{path} does not exist; prepare the data first: `myllm data prepare --out {a.run}`")
+    print(path.read_text())
+    return 0
+
+
+def cmd_tokenizer(a: argparse.Namespace) -> int:
+    from myllm.run import run_stage, stage_shards, stage_tokenizer
+
+    out = RunDir(a.run)
+    cfg = out.config(a.overrides)
+    if not out.manifest_file.is_file():
+        raise MyLLMError(f"{out} has no corpus yet; run `myllm data prepare --out {out}` first")
+    run_stage(out, "tokenizer", cfg, lambda: stage_tokenizer(out, cfg))
+    run_stage(out, "shards", cfg, lambda: stage_shards(out, cfg))
+    index = out.index()
+    print(f"tokenizer: {index['vocab_size']:,} tokens; shards: " +
+          ", ".join(f"{s} {v['tokens']:,} tokens ({v['bytes'] / max(v['tokens'], 1):.2f} bytes/token)"
+                    for s, v in index["splits"].items()))
+    return 0
+
+
+def cmd_pretrain(a: argparse.Namespace) -> int:
+    from myllm.config import apply_overrides, parse_overrides, train_preset
+    from myllm.run import BUDGET_MAX_STEPS, run_stage
+    from myllm.train.distributed import launch, launched_by_torchrun
+    from myllm.train.pretrain import pretrain
+
+    out = RunDir(a.run)
+    preset = train_preset(a.preset) if a.preset else None  # an unknown name stops before the run is read
+    extra = []
+    if a.time_budget is not None:  # the budget is the stopping rule unless --max-steps is given too
+        extra += [f"train.time_budget={float(a.time_budget)}", f"train.max_steps={BUDGET_MAX_STEPS}"]
+    extra += config_overrides(a, "train", PRETRAIN_FLAGS)
+    if a.dist is not None:
+        extra.append(f"train.dist={a.dist}")
+    cfg = out.config()
+    if preset:  # the preset's fields, then the flags and --set over them
+        preset(cfg)
+    apply_overrides(cfg, parse_overrides(extra + a.overrides), "--set")
+    cfg.validate()
+    if a.nproc is not None and not launched_by_torchrun():
+        return launch(a.nproc, _without_nproc(a.argv), cfg.train.device)
+    if launched_by_torchrun() and int(os.environ["RANK"]) != 0:
+        pretrain(out, cfg, resume=a.resume, restart=a.restart, show_progress=False)  # rank 0 records the stage
+        return 0
+    result = run_stage(out, "pretrain", cfg, lambda: pretrain(out, cfg, resume=a.resume, restart=a.restart,
+                                                               show_progress=not a.no_progress))
+    print(f"pretrain: step {result.step}, {result.tokens:,} tokens in {result.seconds:.0f}s; "
+          f"checkpoint {result.checkpoint}; {result.last_eval}")
+    return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line to hand to torchrun: the same, minus `--nproc N`, with `--run` spelled `--run-dir`
+    (torchrun's own parser would take `--run` for its `--run-path`)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append("--run-dir" + arg[5:] if arg == "--run" or arg.startswith("--run=") else arg)
+    return out
+
+
+def cmd_post(a: argparse.Namespace) -> int:
+    """`myllm sft|dpo|grpo --run DIR`: train the stage, then evaluate it like `myllm run` does."""
+    from myllm.evals.stages import format_stages
+    from myllm.run import run_stage, stage_post
+
+    out, stage = RunDir(a.run), a.command
+    extra = [f"{stage}.enabled=true"]
+    if a.data:
+        extra.append(f"{stage}.data={Path(a.data).resolve()}")
+    cfg = out.config(extra + config_overrides(a, stage, POST_FLAGS) + a.overrides)
+    metrics = run_stage(out, stage, cfg, lambda: stage_post(out, cfg, stage, show_progress=not a.no_progress,
+                                                            restart=a.restart))
+    print(format_stages({stage: metrics}))
+    print(f"evaluation: {out.stage_eval(stage)}")
+    return 0
+
+
+def _model_path(a: argparse.Namespace, run: RunDir, stage: str | None, default_stage: str | None) -> Path:
+    """The model `generate`/`chat` use: `--quantized N`, `--checkpoint`, `--stage`, else the default."""
+    if getattr(a, "quantized", None):
+        path = run.quantized(a.quantized)
+        if not path.is_file():
+            raise MyLLMError(f"{path} not found; create it with `myllm quantize {run} --bits {a.quantized}`")
+        return path
+    if a.checkpoint:
+        return Path(a.checkpoint)
+    if stage or default_stage:
+        return run.model_checkpoint(stage or default_stage, unfinished=True)
+    return run.model_checkpoint()
+
+
+def _load(a: argparse.Namespace, path: Path):
+    from myllm.train.checkpoint import load_model
+
+    if getattr(a, "quantized", None):
+        from myllm.infer.quant import load_quantized
+
+        return load_quantized(path)
+    return load_model(path)
+
+
+def _sampling(a: argparse.Namespace, run: RunDir, tok):
+    """The sampling flags over the run's [sample] section (its defaults), plus the penalties and stops."""
+    from myllm.infer.engine import SamplingParams
+
+    s = run.config(config_overrides(a, "sample", SAMPLE_FLAGS)).sample
+    return SamplingParams(
+        max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+        stop_ids=(tok.bos_id, tok.eos_id), seed=s.seed, repetition_penalty=a.repetition_penalty,
+        frequency_penalty=a.frequency_penalty, presence_penalty=a.presence_penalty, stop=tuple(a.stop),
+    )
+
+
+def cmd_chat(a: argparse.Namespace) -> int:
+    from myllm.infer.chat_repl import ChatSession, repl
+
+    out = RunDir(a.run).require()
+    path = _model_path(a, out, a.stage, None)
+    model = _load(a, path)
+    tok = out.tokenizer()
+    print(f"model: {path}")
+    if a.compile:
+        print(COMPILING_NOTE)
+    repl(ChatSession(model, tok, _sampling(a, out, tok), a.system or "", compile=a.compile))
+    return 0
+
+
+def cmd_generate(a: argparse.Namespace) -> int:
+    from myllm.infer.engine import Decoder, beam_search
+    from myllm.infer.text import TextStream, stream_text
+
+    out = RunDir(a.run).require()
+    model = _load(a, _model_path(a, out, None, "pretrain"))
+    tok = out.tokenizer()
+    params = _sampling(a, out, tok)
+    prompt = [tok.bos_id] + tok.encode(a.prompt)
+    sys.stdout.write(a.prompt)
+    if a.beams:  # the best beam, printed whole (beams are only ranked at the end)
+        if a.beams < 1:
+            raise MyLLMError(f"--beams must be at least 1, got {a.beams}")
+        if a.compile:
+            print("note: --compile applies to sampling and greedy decoding, not to --beams; ignored", file=sys.stderr)
+        (ids, _), *_ = beam_search(model, prompt, a.beams, params.max_new_tokens, params.stop_ids)
+        text = TextStream(tok, params.stop)
+        sys.stdout.write("".join(text.push(t) for t in ids) + ("" if text.stopped else text.flush()))
+    else:
+        decoder = None
+        if a.compile:
+            print(COMPILING_NOTE, file=sys.stderr)
+            decoder = Decoder(model, compile=True)
+        for piece in stream_text(model, tok, prompt, params, decoder):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from myllm.evals.summary import evaluate_run, format_summary
+    from myllm.run import run_stage
+
+    out = RunDir(a.run)
+    cfg = out.config(a.overrides)
+    summary = run_stage(out, "evaluate", cfg, lambda: evaluate_run(out, cfg))
+    print(format_summary(summary))
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from myllm.evals.report import write_run_report
+
+    print(write_run_report(RunDir(a.run)))
+    return 0
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    from myllm.serve.server import serve
+
+    if a.max_batch < 1:
+        raise MyLLMError(f"--max-batch must be at least 1, got {a.max_batch}")
+    serve(Path(a.run_dir), stage=a.stage, host=a.host, port=a.port, api_key=a.api_key, max_batch=a.max_batch,
+          threads=a.threads)
+    return 0
+
+
+def cmd_export_hf(a: argparse.Namespace) -> int:
+    from myllm.export.hf import export_hf
+
+    run = RunDir(a.run_dir)
+    out = export_hf(run, Path(a.out) if a.out else run.export_hf, a.stage)
+    print(f"exported {out}")
+    return 0
+
+
+def cmd_export_gguf(a: argparse.Namespace) -> int:
+    from myllm.export.gguf import export_gguf
+
+    run = RunDir(a.run_dir)
+    out = export_gguf(run, Path(a.out) if a.out else run.export_gguf(a.kind), a.kind, a.stage)
+    print(f"exported {out} ({out.stat().st_size / 2**20:.2f} MiB)")
+    return 0
+
+
+def cmd_quantize(a: argparse.Namespace) -> int:
+    from myllm.export.quantize import quantize_run
+
+    r = quantize_run(RunDir(a.run_dir), a.bits, a.group_size, a.stage, evaluate=not a.no_eval)
+    group = f", group size {r['group_size']}" if r["group_size"] else ""
+    print(f"int{r['bits']}{group}: {r['path']}: {r['bytes']:,} bytes vs fp32 {r['fp32_bytes']:,} "
+          f"({r['size_ratio']:.3f}x)")
+    if "bpb_ratio" in r:
+        print(f"val bpb: {r['quantized_val_bpb']:.5f} vs fp32 {r['fp32_val_bpb']:.5f} ({r['bpb_ratio'] - 1:+.2%})")
+    return 0
+
+
+def cmd_plan(a: argparse.Namespace) -> int:
+    import dataclasses
+
+    from myllm.config import RunConfig, apply_model_preset
+    from myllm.plan import format_plan, plan
+
+    if a.run:
+        model = RunDir(a.run).config().model
+    else:
+        cfg = RunConfig()
+        apply_model_preset(cfg, a.preset, "--preset")
+        model = cfg.model
+    if a.fit_time is not None:  # the shape is the answer: only vocabulary and context are given
+        from myllm.plan import fit_time, format_fit
+
+        result = fit_time(a.fit_time, a.vocab_size or model.vocab_size, a.context or model.context)
+        print(json.dumps(result, indent=2) if a.json else format_fit(result))
+        return 0
+    shape = {k: getattr(a, k) for k in PLAN_SHAPE_FLAGS.values() if getattr(a, k) is not None}
+    if shape:
+        model = dataclasses.replace(model, preset=f"{model.preset} (modified)", **shape)
+    result = plan(model, tokens=a.tokens, gpus=a.gpus, gpu=a.gpu, dist=a.dist, micro_batch=a.micro_batch,
+                  checkpointing=a.checkpointing, loss_chunk=a.loss_chunk)
+    print(json.dumps(result, indent=2) if a.json else format_plan(result))
+    return 0

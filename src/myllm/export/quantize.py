@@ -1,0 +1,39 @@
+"""`myllm quantize`: a weight-only int8/int4 copy of a run's model, saved in the run
+(`quantized/model-intN.safetensors`), with its size and val bits per byte against the fp32 model.
+
+The quantization itself is the library's (`myllm.infer.quant`); this is the command around it,
+which reads and writes the run directory, so it sits with the exports above the library.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from myllm.evals.bpb import run_bpb
+from myllm.infer.quant import load_quantized, quantize_model, save_quantized
+from myllm.rundir import RunDir
+from myllm.train.checkpoint import load_model
+
+
+def quantize_run(run_dir: RunDir | str | Path, bits: int, group_size: int | None = None, stage: str | None = None,
+                 evaluate: bool = True) -> dict:
+    """Quantize the run's final model (or `stage`'s), save it in the run, and measure it."""
+    run = RunDir.of(run_dir)
+    cfg = run.config([f"quant.bits={bits}"] + ([f"quant.group_size={group_size}"] if group_size else []))
+    run.require_tokenizer()
+    ckpt = run.model_checkpoint(stage)
+    model = load_model(ckpt)
+    out = save_quantized(quantize_model(load_model(ckpt), cfg.quant.bits, cfg.quant.group_size),
+                         run.quantized(cfg.quant.bits), str(ckpt))
+    fp32_bytes = sum(v.numel() * 4 for v in model.state_dict().values())
+    result = {"path": str(out), "bits": cfg.quant.bits, "group_size": cfg.quant.group_size if bits == 4 else None,
+              "checkpoint": str(ckpt), "fp32_bytes": fp32_bytes, "bytes": out.stat().st_size}
+    result["size_ratio"] = result["bytes"] / fp32_bytes
+    if evaluate:
+        for name, m in (("fp32", model), ("quantized", load_quantized(out))):
+            if (r := run_bpb(run, m, cfg, "val")) is None:
+                break  # no val split to measure on
+            result[f"{name}_val_bpb"] = r["bpb"]
+        else:
+            result["bpb_ratio"] = result["quantized_val_bpb"] / result["fp32_val_bpb"]
+    return result

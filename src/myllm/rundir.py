@@ -1,0 +1,337 @@
+"""The run directory, which is the state of a run: every path in it, the stage table, the one
+fingerprint recipe, and the one function that picks which model a command loads.
+
+Nothing else in `src/` spells a path inside a run directory; the layout is the README's:
+
+    config.toml  stages.json  metrics.jsonl  summary.json  report.md  plots/
+    corpus/{train,val,test}.jsonl manifest.json universe.json report.md plots/
+    tokenizer/tokenizer.json  shards/index.json  checkpoints/<stage>/step-N/
+    tasks/<stage>.jsonl  evals/<stage>.json  export/hf/  export/model-TYPE.gguf  quantized/
+
+This module sits just above the parts (config, tokenizer, checkpoints, the universe) and below
+everything that reads or writes a run (training, evaluation, export, serving, `myllm run`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from myllm.config import RunConfig, apply_overrides, load_run_config, parse_overrides, parse_phases
+from myllm.errors import MyLLMError
+from myllm.io import atomic_write_json, read_json
+from myllm.train.checkpoint import latest_checkpoint, read_state
+
+SPLITS = ("train", "val", "test")
+
+
+class RunDir:
+    """A run directory: `RunDir("runs/universe").checkpoints("sft")`, `.config()`, `.model_checkpoint()`."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    @classmethod
+    def of(cls, run: RunDir | str | os.PathLike) -> RunDir:
+        """Library functions take a RunDir or a plain path (tests, notebooks); this makes either a RunDir."""
+        return run if isinstance(run, RunDir) else cls(run)
+
+    def __fspath__(self) -> str:
+        return str(self.root)
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.root)!r})"
+
+    # -- files of the run as a whole
+    config_file = property(lambda self: self.root / "config.toml")
+    stages_file = property(lambda self: self.root / "stages.json")
+    metrics_file = property(lambda self: self.root / "metrics.jsonl")
+    summary_file = property(lambda self: self.root / "summary.json")
+    report_file = property(lambda self: self.root / "report.md")
+    plots = property(lambda self: self.root / "plots")
+
+    # -- data: corpus, tokenizer, shards
+    corpus = property(lambda self: self.root / "corpus")
+    manifest_file = property(lambda self: self.corpus / "manifest.json")
+    universe_file = property(lambda self: self.corpus / "universe.json")
+    corpus_report = property(lambda self: self.corpus / "report.md")
+    corpus_plots = property(lambda self: self.corpus / "plots")
+    tokenizer_dir = property(lambda self: self.root / "tokenizer")
+    tokenizer_file = property(lambda self: self.tokenizer_dir / "tokenizer.json")
+    shards = property(lambda self: self.root / "shards")
+
+    def corpus_split(self, split: str) -> Path:
+        return self.corpus / f"{split}.jsonl"
+
+    def shard_folder(self, name: str = "shards") -> Path:
+        """A folder of token shards: `shards/`, or a data phase's folder named in `train.phases`."""
+        return self.root / name
+
+    def index_file(self, folder: str = "shards") -> Path:
+        return self.shard_folder(folder) / "index.json"
+
+    # -- training and its results
+    def checkpoints(self, stage: str) -> Path:
+        return self.root / "checkpoints" / stage
+
+    def tasks(self, stage: str) -> Path:
+        """The universe records a post-training stage trained on."""
+        return self.root / "tasks" / f"{stage}.jsonl"
+
+    evals = property(lambda self: self.root / "evals")
+
+    def stage_eval(self, stage: str) -> Path:
+        """A stage's held-out evaluation: a row of the report card."""
+        return self.evals / f"{stage}.json"
+
+    export_hf = property(lambda self: self.root / "export" / "hf")
+
+    def export_gguf(self, kind: str) -> Path:
+        return self.root / "export" / f"model-{kind}.gguf"
+
+    def quantized(self, bits: int) -> Path:
+        return self.root / "quantized" / f"model-int{bits}.safetensors"
+
+    # -- reading
+    def require(self) -> RunDir:
+        if not self.config_file.is_file():
+            raise MyLLMError(f"{self} is not a run directory (no config.toml); create it with `myllm run --out {self}`")
+        return self
+
+    def config(self, overrides: list[str] | None = None) -> RunConfig:
+        """The run's config.toml with `--set` overrides applied (not written back)."""
+        cfg = load_run_config(self.require().config_file)
+        apply_overrides(cfg, parse_overrides(overrides or []), "--set")
+        return cfg.validate()
+
+    def require_tokenizer(self) -> Path:
+        if not self.tokenizer_file.is_file():
+            raise MyLLMError(f"{self} is not a run directory with a tokenizer ({self.tokenizer_file} is missing); "
+                             f"run `myllm run --out {self}` first")
+        return self.tokenizer_file
+
+    def tokenizer(self):
+        from myllm.tokenizer import Tokenizer
+
+        return Tokenizer.load(self.require_tokenizer())
+
+    def index(self, folder: str = "shards") -> dict[str, Any]:
+        """A shards folder's index.json: vocabulary size and tokens/bytes of every split."""
+        path = self.index_file(folder)
+        if not path.is_file():
+            raise MyLLMError(f"{path} not found: prepare the data first with `myllm run --out {self}`")
+        return read_json(path)
+
+    def manifest(self) -> dict[str, Any]:
+        return read_json(self.manifest_file)
+
+    def universe(self) -> dict[str, Any] | None:
+        """universe.json (the world, probes, entropy floors) of a universe run; None for other corpora."""
+        return read_json(self.universe_file) if self.universe_file.is_file() else None
+
+    def world(self):
+        """The universe's world; an error names the fix for runs on other corpora."""
+        from myllm.universe import World
+
+        universe = self.universe()
+        if universe is None:
+            raise MyLLMError(f"{self} was not trained on the built-in universe, so it has no universe tasks; "
+                             "pass your own data as a JSONL file (--data FILE)")
+        return World.from_dict(universe["world"])
+
+    # -- models
+    def stage_checkpoint(self, stage: str, finished: bool = True) -> Path | None:
+        """The latest checkpoint of `stage` (only if its training finished, unless `finished` is False)."""
+        path = latest_checkpoint(self.checkpoints(stage))
+        if path is None or (finished and not read_state(path).get("done", False)):
+            return None
+        return path
+
+    def model_checkpoint(self, stage: str | None = None, cfg: RunConfig | None = None, *,
+                         before: str | None = None, unfinished: bool = False) -> Path:
+        """The checkpoint a command loads, the one rule for every command:
+
+        - `stage`: that stage's final checkpoint (its latest one with `unfinished`: chatting
+          with a model still in training);
+        - `before`: where post-training stage `before` starts, the final checkpoint of the latest
+          earlier stage of the chain that has one (pretrain at the start);
+        - neither: the run's final model, the last stage of the chain with a finished checkpoint.
+
+        With `cfg`, a stage that is disabled there is passed over, whatever checkpoints it left.
+        """
+        if stage is not None:
+            if stage not in MODEL_STAGES:
+                raise MyLLMError(f"--stage {stage!r} is not a stage; pick one of {', '.join(MODEL_STAGES)}")
+            path = self.stage_checkpoint(stage, finished=not unfinished)
+            if path is None:
+                raise MyLLMError(f"{self} has no {'' if unfinished else 'finished '}{stage} checkpoint; train it "
+                                 f"(`myllm {stage} --run {self}`) or pick another --stage")
+            return path
+        chain = MODEL_STAGES[: MODEL_STAGES.index(before)] if before else MODEL_STAGES
+        for name in reversed(chain):
+            if cfg is not None and name != "pretrain" and not getattr(cfg, name).enabled:
+                continue
+            if (path := self.stage_checkpoint(name)) is not None:
+                return path
+        if before:
+            raise MyLLMError(f"{before} needs a pretrained model: no finished checkpoint in "
+                             f"{self.checkpoints('pretrain').parent}; "
+                             f"run `myllm run --out {self}` (or `myllm pretrain`) first")
+        raise MyLLMError(f"{self} has no trained model; run `myllm run --out {self}` first")
+
+
+# -- the stage table ---------------------------------------------------------------------------
+
+# [data] keys that change no stage's output: how fast the corpus and shards are made.
+DATA_SPEED = ("workers", "memory_mb")
+# [train] keys that change how fast or in how much memory pretraining runs, not what it learns.
+TRAIN_SPEED = ("device", "compile", "threads", "dist", "dist_timeout", "activation_checkpointing", "loss_chunk")
+# [train] keys a checkpoint may be resumed across: more steps, another budget, other evaluation,
+# checkpoint and spike-guard settings (they change what is written, not what was trained so far).
+TRAIN_RESUMABLE = ("max_steps", "time_budget", "eval_every", "eval_tokens", "ckpt_every", "keep_last",
+                   "max_bad_steps", "spike_factor")
+
+
+def _without(section: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in section.items() if k not in keys}
+
+
+def _train_recipe(d: dict[str, Any], resume: bool) -> dict[str, Any]:
+    train = _without(d["train"], TRAIN_SPEED + (TRAIN_RESUMABLE if resume else ()))
+    if d["train"]["global_batch"]:  # the recipe is the global batch: micro-batch and accumulation may change
+        del train["batch_size"], train["grad_accum"]
+    return train
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of `myllm run`. `after` is the stage whose output it reads (its fingerprint
+    chains that one's); `decides(d, resume)` the config values (of `RunConfig.to_dict()`) that
+    change its output; `output(run)` the file that shows it finished."""
+
+    name: str
+    after: str | None
+    decides: Callable[[dict[str, Any], bool], Any]
+    output: Callable[[RunDir], Path]
+    trains: bool = False  # writes checkpoints/<name>/
+
+
+def _corpus_keys(d: dict[str, Any], resume: bool) -> Any:
+    data = _without(d["data"], DATA_SPEED + ("tokenizer_train_mb", "shard_tokens"))
+    return [data, d["clean"], d["quality"], d["dedup"]]
+
+
+def _post(name: str, after: str) -> Stage:
+    return Stage(name, after, lambda d, resume: [d[name], d["sample"]["seed"]], lambda r: r.stage_eval(name), True)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("corpus", None, _corpus_keys, lambda r: r.manifest_file),
+    Stage("tokenizer", "corpus", lambda d, resume: [d["model"]["vocab_size"], d["data"]["tokenizer_train_mb"]],
+          lambda r: r.tokenizer_file),
+    Stage("shards", "tokenizer", lambda d, resume: d["data"]["shard_tokens"], lambda r: r.index_file()),
+    Stage("pretrain", "shards", lambda d, resume: [d["model"], _train_recipe(d, resume)],
+          lambda r: r.checkpoints("pretrain"), True),
+    Stage("evaluate", "pretrain", lambda d, resume: d["sample"], lambda r: r.summary_file),
+    _post("sft", "pretrain"),
+    _post("dpo", "sft"),
+    _post("grpo", "dpo"),
+    # The final model is the last enabled stage's; fp["grpo"] chains every stage before it.
+    Stage("export", "grpo", lambda d, resume: [d["sample"], "hf-export-1"], lambda r: r.export_hf / "config.json"),
+)
+STAGE = {s.name: s for s in STAGES}
+MODEL_STAGES = ("pretrain",) + tuple(s.name for s in STAGES if s.trains and s.name != "pretrain")
+POST_STAGES = MODEL_STAGES[1:]
+
+
+def _hash(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else f"missing {path}"
+
+
+def outside_inputs(run: RunDir, cfg: RunConfig, stage: str) -> Any:
+    """What a stage reads from outside the run directory: the source folder, phase shards, post data."""
+    if stage == "corpus":  # a source folder gone since is a change (`myllm run` checks it exists first)
+        return source_signature(cfg.data.source) if cfg.data.source == "universe" or Path(cfg.data.source).is_dir() \
+            else f"missing {cfg.data.source}"
+    if stage == "pretrain":
+        return [_file_digest(run.index_file(folder)) for folder, _ in parse_phases(cfg.train.phases)]
+    if stage in POST_STAGES and getattr(cfg, stage).data != "universe":
+        return _file_digest(Path(getattr(cfg, stage).data))
+    return None
+
+
+def fingerprints(run: RunDir | str | os.PathLike, cfg: RunConfig, resume: bool = False) -> dict[str, str]:
+    """Every stage's fingerprint: a hash of the fingerprint of the stage it reads, of the config
+    values that change its output, and of what it reads from outside the run. `stages.json`
+    keeps these; with `resume`, a stage's own resumable keys are left out (its checkpoints keep
+    that one), while the chain always carries the full fingerprint of the stage before."""
+    run, d = RunDir.of(run), cfg.to_dict()
+    full: dict[str, str] = {}
+    out: dict[str, str] = {}
+    for stage in STAGES:
+        upstream = full[stage.after] if stage.after else ""
+        outside = outside_inputs(run, cfg, stage.name)
+        full[stage.name] = _hash(upstream, stage.decides(d, False), outside)
+        out[stage.name] = _hash(upstream, stage.decides(d, True), outside) if resume else full[stage.name]
+    return out
+
+
+def source_signature(source: str) -> str:
+    """Names, sizes and mtimes of every file under a data folder: cheap change detection."""
+    if source == "universe":
+        return "universe"
+    root = Path(source)
+    if not root.is_dir():
+        raise MyLLMError(f"data folder {root} does not exist or is not a folder; pass --data a folder of documents")
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            st = os.stat(path)
+            h.update(os.fsencode(os.path.relpath(path, root)) + f"|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+class StageRecords:
+    """`stages.json`: the fingerprint and duration of every finished stage.
+
+    Format 2 (`{"format": 2, "stages": {...}}`) holds the fingerprints of the stage table above;
+    a file from before (a bare mapping) cannot be compared with them, and re-running from scratch
+    would retrain the model, so commands that decide staleness stop with one line instead.
+    """
+
+    FORMAT = 2
+
+    def __init__(self, run: RunDir | str | os.PathLike):
+        self.path = RunDir.of(run).stages_file
+        raw = read_json(self.path) if self.path.is_file() else {"format": self.FORMAT, "stages": {}}
+        self.format = raw.get("format", 1)
+        self.stages: dict[str, dict[str, Any]] = raw.get("stages", {}) if self.format == self.FORMAT else {}
+
+    def require_current(self) -> StageRecords:
+        if self.format != self.FORMAT:
+            raise MyLLMError(f"{self.path} was written by an older myllm (format {self.format}, this one reads "
+                             f"{self.FORMAT}); its stages cannot be checked for changes. Start a new run directory, "
+                             f"or delete {self.path} to re-run every stage (this retrains the model)")
+        return self
+
+    def done(self, stage: str, fingerprint: str) -> bool:
+        return self.stages.get(stage, {}).get("fingerprint") == fingerprint
+
+    def mark(self, stage: str, fingerprint: str, seconds: float) -> None:
+        self.require_current()
+        self.stages[stage] = {"fingerprint": fingerprint, "seconds": round(seconds, 2)}
+        atomic_write_json(self.path, {"format": self.FORMAT, "stages": self.stages})
