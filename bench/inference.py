@@ -147,11 +147,11 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
 
-    from myllm.export import export_checkpoint
+    from myllm.rundir import RunDir
     from myllm.train.checkpoint import load_model
 
     run = Path(a.run)
-    ckpt = export_checkpoint(run, a.stage)
+    ckpt = RunDir(run).model_checkpoint(a.stage)
     model = load_model(ckpt)
     cfg = model.cfg
     new = min(a.tokens, cfg.context - a.prompt_tokens)

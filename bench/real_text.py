@@ -250,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="keep MyLLM's run directory here (default: a temp dir)")
     args = parser.parse_args(argv)
 
-    from myllm.run import load_run, run
+    from myllm.run import run
+    from myllm.rundir import RunDir
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = run(out, overrides=args.overrides, data=str(docs_dir), time_budget=args.budget,
                       show_progress=False, log=lambda msg: None)
         wall = time.perf_counter() - t0
-        preset = load_run(out).model.preset
+        preset = RunDir(out).config().model.preset
         shares = [(time.process_time() - c0) / wall / threads]
         print(f"MyLLM run done in {wall:.0f}s wall (all stages)", flush=True)
         torch.set_num_threads(threads)  # in case a --set train.threads changed it

@@ -74,11 +74,11 @@ def save_trained_like_checkpoint(run_dir: Path, seed: int = 0, scale: float = 0.
     import torch
 
     from myllm.model import Transformer
-    from myllm.run import load_run
+    from myllm.rundir import RunDir
     from myllm.train.checkpoint import save_checkpoint
 
     torch.manual_seed(seed)
-    model = Transformer(load_run(run_dir).model)
+    model = Transformer(RunDir(run_dir).config().model)
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(1 + 0.2 * torch.randn_like(p) if p.ndim == 1 else scale * torch.randn_like(p))

@@ -9,6 +9,7 @@ import pytest
 from conftest import TINY, write_folder_corpus
 from myllm.cli import main
 from myllm.run import run
+from myllm.rundir import StageRecords
 
 
 def cli(*args, cwd=None):
@@ -59,16 +60,16 @@ def test_tokenizer_command_retrains_and_reshards(tiny_run, capsys):
     assert "bytes/token" in capsys.readouterr().out
     index = json.loads((tiny_run / "shards" / "index.json").read_text())
     assert index["vocab_size"] <= 300
-    stages = json.loads((tiny_run / "stages.json").read_text())
+    stages = StageRecords(tiny_run).stages
     assert {"tokenizer", "shards"} <= set(stages)
     assert "vocab_size = 300" in (tiny_run / "config.toml").read_text()
 
 
 def test_generate_and_plan_commands(tiny_run, capsys):
-    from myllm.run import load_run
+    from myllm.rundir import RunDir
     from myllm.train.pretrain import pretrain
 
-    pretrain(tiny_run, load_run(tiny_run), show_progress=False)
+    pretrain(tiny_run, RunDir(tiny_run).config(), show_progress=False)
     assert main(["generate", "--run", str(tiny_run), "--prompt", "The cat", "--max-new-tokens", "12",
                  "--temperature", "0"]) == 0
     first = capsys.readouterr().out

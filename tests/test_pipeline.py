@@ -305,6 +305,6 @@ def test_lone_surrogates_and_undecodable_file_names_do_not_stop_prepare(tmp_path
     assert "caf\\xe9.txt" in ids and "escaped.jsonl:1" in ids and m["input_documents"] == 6
     texts = [r["text"] for s in ("train", "val", "test") for r in iter_corpus(tmp_path / "corpus", s)]
     assert any("half an emoji \ufffd here" in t for t in texts)
-    from myllm.run import source_signature
+    from myllm.rundir import source_signature
 
     assert len(source_signature(str(src))) == 16

@@ -16,7 +16,7 @@ from myllm.errors import ConfigError, MyLLMError
 from myllm.evals.bpb import evaluate_bpb
 from myllm.evals.verifiers import VERIFIERS, get_verifier, register
 from myllm.model import Transformer
-from myllm.run import load_run
+from myllm.rundir import RunDir
 from myllm.tokenizer import Tokenizer
 from myllm.train.checkpoint import latest_checkpoint, load_model, read_state
 from myllm.train.dpo import dpo, dpo_loss, load_pairs
@@ -39,7 +39,7 @@ def write_jsonl(path, records):
 def pretrained(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("post") / "run"
     shutil.copytree(tiny_data, out)
-    pretrain(out, load_run(out, TINY), show_progress=False)
+    pretrain(out, RunDir(out).config(TINY), show_progress=False)
     return out
 
 
@@ -137,7 +137,7 @@ def test_packed_batches_resume_exactly(tok):
 def test_sft_run_learns_the_replies(run_dir, tmp_path):
     data = write_jsonl(tmp_path / "chats.jsonl", [chat(f"Say {w}.", f"{w} {w}.") for w in
                                                    ("apple", "river", "stone", "cloud")] * 20)
-    cfg = load_run(run_dir, ["sft.max_steps=30", "sft.batch_size=4", "sft.lr=3e-3", "sft.text_rows=0"])
+    cfg = RunDir(run_dir).config(["sft.max_steps=30", "sft.batch_size=4", "sft.lr=3e-3", "sft.text_rows=0"])
     result = sft(run_dir, cfg, data=str(data), show_progress=False, log=lambda _: None)
     losses = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
               if json.loads(line)["stage"] == "sft"]
@@ -152,7 +152,8 @@ def test_text_rows_keep_the_book_text_that_chat_only_sft_forgets(run_dir, tmp_pa
     val = ShardReader(run_dir / "shards", "val")
 
     def val_bpb_after(text_rows: int) -> float:
-        cfg = load_run(run_dir, ["sft.max_steps=30", "sft.batch_size=4", "sft.lr=3e-3", f"sft.text_rows={text_rows}"])
+        cfg = RunDir(run_dir).config(["sft.max_steps=30", "sft.batch_size=4", "sft.lr=3e-3",
+                                      f"sft.text_rows={text_rows}"])
         result = sft(run_dir, cfg, data=str(data), restart=True, show_progress=False, log=lambda _: None)
         model = load_model(result.checkpoint).eval()
         return evaluate_bpb(model, val, index["splits"]["val"]["bytes"], 4, 64, None, torch.device("cpu"))["bpb"]
@@ -168,7 +169,8 @@ def test_text_rows_need_shards(run_dir, tmp_path):
     data = write_jsonl(tmp_path / "chats.jsonl", [chat("Hi.", "Hello.")] * 4)
     shutil.rmtree(run_dir / "shards")
     with pytest.raises(MyLLMError, match="sft.text_rows=0"):
-        sft(run_dir, load_run(run_dir, ["sft.max_steps=2"]), data=str(data), show_progress=False, log=lambda _: None)
+        sft(run_dir, RunDir(run_dir).config(["sft.max_steps=2"]), data=str(data), show_progress=False,
+            log=lambda _: None)
 
 
 # --- LoRA ---------------------------------------------------------------------------------
@@ -198,7 +200,7 @@ def test_merged_lora_equals_base_plus_adapters(tok):
 
 def test_lora_stage_trains_and_saves_only_adapters(run_dir, tmp_path):
     data = write_jsonl(tmp_path / "chats.jsonl", [chat("Say hi.", "hi hi.")] * 20)
-    cfg = load_run(run_dir, ["sft.max_steps=4", "sft.batch_size=2", "sft.lora_rank=4"])
+    cfg = RunDir(run_dir).config(["sft.max_steps=4", "sft.batch_size=2", "sft.lora_rank=4"])
     logs = []
     result = sft(run_dir, cfg, data=str(data), show_progress=False, log=logs.append)
     assert any("LoRA rank 4" in line and "AdamW state" in line for line in logs)
@@ -240,7 +242,7 @@ def test_dpo_skips_identical_pairs_and_runs(run_dir, tmp_path, tok):
     path = write_jsonl(tmp_path / "pairs.jsonl", pairs)
     logs = []
     assert len(load_pairs(path, tok, 64, logs.append)) == 12 and "1 skipped with identical replies" in logs[0]
-    cfg = load_run(run_dir, ["dpo.max_steps=6", "dpo.batch_size=4", "dpo.lr=1e-3"])
+    cfg = RunDir(run_dir).config(["dpo.max_steps=6", "dpo.batch_size=4", "dpo.lr=1e-3"])
     dpo(run_dir, cfg, data=str(path), show_progress=False, log=lambda _: None)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     dpo_records = [r for r in records if r["stage"] == "dpo"]
@@ -318,7 +320,8 @@ def test_grpo_oversampling_trains_on_the_groups_with_a_signal(tok):
 def test_grpo_run_logs_rewards_and_kl(run_dir, tmp_path):
     prompts = [{"prompt": f"Say {w}", "answer": w, "verifier": "contains"} for w in ("the", "a", "cat", "dog")]
     path = write_jsonl(tmp_path / "prompts.jsonl", prompts)
-    cfg = load_run(run_dir, ["grpo.max_steps=3", "grpo.batch_size=2", "grpo.group_size=4", "grpo.max_new_tokens=8"])
+    cfg = RunDir(run_dir).config(["grpo.max_steps=3", "grpo.batch_size=2", "grpo.group_size=4",
+                                  "grpo.max_new_tokens=8"])
     result = grpo(run_dir, cfg, data=str(path), show_progress=False, log=lambda _: None)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     grpo_records = [r for r in records if r["stage"] == "grpo"]
@@ -334,8 +337,8 @@ def test_grpo_raises_a_learnable_reward(run_dir, tmp_path):
     prompts = [{"prompt": f"Tell me about the {w}", "answer": "cat", "verifier": "contains"}
                for w in ("river", "town", "log", "mat")]
     path = write_jsonl(tmp_path / "prompts.jsonl", prompts)
-    cfg = load_run(run_dir, ["grpo.max_steps=40", "grpo.batch_size=4", "grpo.group_size=8", "grpo.max_new_tokens=6",
-                             "grpo.lr=3e-3", "grpo.warmup_steps=2", "grpo.kl_coef=0.0"])
+    cfg = RunDir(run_dir).config(["grpo.max_steps=40", "grpo.batch_size=4", "grpo.group_size=8",
+                                  "grpo.max_new_tokens=6", "grpo.lr=3e-3", "grpo.warmup_steps=2", "grpo.kl_coef=0.0"])
     grpo(run_dir, cfg, data=str(path), show_progress=False, log=lambda _: None)
     rewards = [json.loads(line)["reward_mean"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
                if json.loads(line)["stage"] == "grpo"]

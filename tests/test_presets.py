@@ -13,7 +13,7 @@ from myllm.data.shards import ShardReader
 from myllm.errors import ConfigError, MyLLMError
 from myllm.model import Transformer
 from myllm.plan import plan
-from myllm.run import load_run
+from myllm.rundir import RunDir
 from myllm.train.distributed import batch_plan
 from myllm.train.pretrain import pretrain
 
@@ -91,10 +91,10 @@ def test_phases_are_consumed_in_order_and_resume_mid_phase(tiny_data):
 
 def test_pretrain_runs_its_phases(tiny_run):
     with pytest.raises(MyLLMError, match="train.phases names .*shards-a, which holds no shards"):
-        pretrain(tiny_run, load_run(tiny_run, ["train.phases=shards-a:512"]), show_progress=False)
+        pretrain(tiny_run, RunDir(tiny_run).config(["train.phases=shards-a:512"]), show_progress=False)
     for name in ("shards-a", "shards-b"):
         shutil.copytree(tiny_run / "shards", tiny_run / name)
-    cfg = load_run(tiny_run, ["train.phases=shards-a:512,shards-b:100000", "train.max_steps=4"])
+    cfg = RunDir(tiny_run).config(["train.phases=shards-a:512,shards-b:100000", "train.max_steps=4"])
     result = pretrain(tiny_run, cfg, show_progress=False)  # 256 tokens a step: 2 steps of each
     state = json.loads((result.checkpoint / "state.json").read_text())
     assert state["loader"]["phase"] == 1 and state["loader"]["spent"] == 512

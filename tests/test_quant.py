@@ -7,6 +7,7 @@ import torch
 
 from myllm.cli import main
 from myllm.errors import MyLLMError
+from myllm.export.quantize import quantize_run
 from myllm.infer.engine import SamplingParams, generate, generate_many
 from myllm.infer.quant import (
     QuantEmbedding,
@@ -16,10 +17,9 @@ from myllm.infer.quant import (
     quantize_int4,
     quantize_int8,
     quantize_model,
-    quantize_run,
-    quantized_path,
     save_quantized,
 )
+from myllm.rundir import RunDir
 from myllm.train.checkpoint import latest_checkpoint, load_model
 
 
@@ -101,7 +101,7 @@ def test_quantize_run_and_cli(tiny_model_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(tiny_model_run, run)
     r = quantize_run(run, 8)
-    assert quantized_path(run, 8).is_file() and r["size_ratio"] < 0.3
+    assert RunDir(run).quantized(8).is_file() and r["size_ratio"] < 0.3
     assert abs(r["bpb_ratio"] - 1) < 0.01 and r["fp32_val_bpb"] > 0
     assert main(["quantize", str(run), "--bits", "4", "--group-size", "32"]) == 0
     out = capsys.readouterr().out

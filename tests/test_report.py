@@ -9,7 +9,8 @@ import pytest
 from myllm.cli import main
 from myllm.evals.report import SECTIONS, write_run_report
 from myllm.plan import param_counts
-from myllm.run import load_run, run
+from myllm.run import run
+from myllm.rundir import RunDir, StageRecords
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -37,14 +38,14 @@ def test_report_of_a_real_run_has_every_section_and_its_plots(trained_run):
     for section in SECTIONS:
         assert f"\n## {section}\n" in report
     summary = json.loads((trained_run / "summary.json").read_text())
-    assert f"{param_counts(load_run(trained_run).model)['total']:,}" in report
+    assert f"{param_counts(RunDir(trained_run).config().model)['total']:,}" in report
     assert "ln(V) = 6.238" in report  # vocab 512
     base = table_row(report, "base (pretrain)")
     assert base[1] == f"{summary['val_bpb']:.4f}" and base[2] == f"{summary['test_bpb']:.4f}"
     assert base[3] == "-" and base[5] == "-"  # a folder corpus has no known floor and no probes
     assert "[corpus report](corpus/report.md)" in report
     assert table_row(report, "train")[1] == f"{summary['corpus']['train']['documents']:,}"
-    stages = json.loads((trained_run / "stages.json").read_text())
+    stages = StageRecords(trained_run).stages
     assert table_row(report, "pretrain")[1] == f"{stages['pretrain']['seconds']:.1f}"
     samples = report.split("## Samples")[1].split("## Plots")[0].splitlines()
     assert len([x for x in samples if x.startswith("| ") and x != "| prompt | completion |"]) == 3

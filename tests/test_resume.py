@@ -13,7 +13,7 @@ import time
 import pytest
 from safetensors.torch import load_file
 
-from myllm.run import load_run
+from myllm.rundir import RunDir
 from myllm.train.checkpoint import checkpoint_problem, latest_valid_checkpoint, list_checkpoints
 from myllm.train.pretrain import pretrain
 
@@ -128,8 +128,8 @@ def test_twenty_sigkills_then_resume_give_the_uninterrupted_curve(tiny_run, tmp_
 def test_a_torn_checkpoint_is_detected_and_the_one_before_used(tiny_run, tmp_path, capsys):
     reference = tmp_path / "reference"
     shutil.copytree(tiny_run, reference)
-    cfg = load_run(tiny_run)
-    pretrain(reference, load_run(reference), show_progress=False)
+    cfg = RunDir(tiny_run).config()
+    pretrain(reference, RunDir(reference).config(), show_progress=False)
     pretrain(tiny_run, cfg, show_progress=False)
     ckpts = list_checkpoints(tiny_run / "checkpoints" / "pretrain")
     assert [p.name for p in ckpts] == [f"step-{s:06d}" for s in (5, 10, 15, 20)]

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from myllm.config import TrainConfig
 from myllm.errors import MyLLMError
-from myllm.run import load_run
+from myllm.rundir import RunDir
 from myllm.train.checkpoint import list_checkpoints
 from myllm.train.optim import lr_at, param_groups
 from myllm.train.pretrain import pretrain
@@ -34,7 +34,7 @@ def same_weights(a, b):
 
 
 def test_training_lowers_loss_and_is_deterministic(tiny_run, tmp_path):
-    cfg = load_run(tiny_run)
+    cfg = RunDir(tiny_run).config()
     result = pretrain(tiny_run, cfg, show_progress=False)
     first = losses(tiny_run)
     assert result.step == 20 and len(first) == 20
@@ -46,14 +46,14 @@ def test_training_lowers_loss_and_is_deterministic(tiny_run, tmp_path):
     import shutil
     other = tmp_path / "again"
     shutil.copytree(tiny_run, other, ignore=shutil.ignore_patterns("checkpoints", "metrics.jsonl"))
-    pretrain(other, load_run(other), show_progress=False)
+    pretrain(other, RunDir(other).config(), show_progress=False)
     assert losses(other) == first
     assert same_weights(final_weights(other), final_weights(tiny_run))
 
 
 def test_resume_after_losing_the_last_checkpoints_is_bit_exact(tiny_run, tmp_path):
     import shutil
-    cfg = load_run(tiny_run)
+    cfg = RunDir(tiny_run).config()
     pretrain(tiny_run, cfg, show_progress=False)
     reference, ref_weights = losses(tiny_run), final_weights(tiny_run)
     # Pretend the process died at step 12: only checkpoints up to step 10 survive.
@@ -88,7 +88,7 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted(tiny_run, tmp_pa
 
 
 def test_time_budget_stops_training_and_fits_the_schedule(tiny_run):
-    cfg = load_run(tiny_run, ["train.max_steps=100000", "train.time_budget=1.5", "train.eval_every=100000"])
+    cfg = RunDir(tiny_run).config(["train.max_steps=100000", "train.time_budget=1.5", "train.eval_every=100000"])
     t0 = time.time()
     result = pretrain(tiny_run, cfg, show_progress=False)
     assert 1.5 <= result.seconds < 3.0 and time.time() - t0 < 20
@@ -98,16 +98,16 @@ def test_time_budget_stops_training_and_fits_the_schedule(tiny_run):
 
 
 def test_resume_errors(tiny_run):
-    cfg = load_run(tiny_run)
+    cfg = RunDir(tiny_run).config()
     with pytest.raises(MyLLMError, match="no checkpoint"):
         pretrain(tiny_run, cfg, resume=True, show_progress=False)
-    pretrain(tiny_run, load_run(tiny_run, ["train.max_steps=5"]), show_progress=False)
+    pretrain(tiny_run, RunDir(tiny_run).config(["train.max_steps=5"]), show_progress=False)
     with pytest.raises(MyLLMError, match="already has checkpoints"):
         pretrain(tiny_run, cfg, show_progress=False)
     with pytest.raises(MyLLMError, match="different model config.*d_model: checkpoint 64 vs config 32"):
-        pretrain(tiny_run, load_run(tiny_run, ["model.d_model=32"]), resume=True, show_progress=False)
+        pretrain(tiny_run, RunDir(tiny_run).config(["model.d_model=32"]), resume=True, show_progress=False)
     with pytest.raises(MyLLMError, match="different data or training config"):
-        pretrain(tiny_run, load_run(tiny_run, ["train.lr=0.5"]), resume=True, show_progress=False)
+        pretrain(tiny_run, RunDir(tiny_run).config(["train.lr=0.5"]), resume=True, show_progress=False)
 
 
 def test_schedule_and_decay_groups():
@@ -132,8 +132,8 @@ def test_gradient_accumulation_equals_the_larger_batch(tiny_run, tmp_path):
     import shutil
     other = tmp_path / "accum"
     shutil.copytree(tiny_run, other)
-    pretrain(tiny_run, load_run(tiny_run, ["train.max_steps=3", "train.batch_size=8"]), show_progress=False)
-    pretrain(other, load_run(other, ["train.max_steps=3", "train.batch_size=4", "train.grad_accum=2"]),
+    pretrain(tiny_run, RunDir(tiny_run).config(["train.max_steps=3", "train.batch_size=8"]), show_progress=False)
+    pretrain(other, RunDir(other).config(["train.max_steps=3", "train.batch_size=4", "train.grad_accum=2"]),
              show_progress=False)
     a, b = final_weights(tiny_run), final_weights(other)
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
