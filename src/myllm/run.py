@@ -32,10 +32,11 @@ from myllm.train.checkpoint import read_state
 BUDGET_MAX_STEPS = 10**9  # with --time-budget, the clock (not a step count) ends training
 
 
-def stage_corpus(run: RunDir, cfg: RunConfig) -> None:
+def stage_corpus(run: RunDir | Path, cfg: RunConfig) -> None:
     from myllm.data.corpus import write_corpus
     from myllm.data.prepare import prepare_corpus
 
+    run = RunDir.of(run)
     if cfg.data.source != "universe":
         prepare_corpus(Path(cfg.data.source), run.corpus, cfg.data, cfg.clean, cfg.quality, cfg.dedup,
                        fingerprint=source_signature(cfg.data.source))
@@ -51,21 +52,23 @@ def stage_corpus(run: RunDir, cfg: RunConfig) -> None:
     atomic_write_json(run.universe_file, {"floor": floors, "probes": probes, "world": world.to_dict()})
 
 
-def stage_tokenizer(run: RunDir, cfg: RunConfig) -> None:
+def stage_tokenizer(run: RunDir | Path, cfg: RunConfig) -> None:
     from myllm.data.corpus import iter_texts
     from myllm.tokenizer import train_tokenizer
 
+    run = RunDir.of(run)
     train_bytes = run.manifest()["splits"]["train"]["bytes"]
     every = max(1, -(-train_bytes // (cfg.data.tokenizer_train_mb << 20)))  # ceil division
     train_tokenizer(iter_texts(run.corpus_split("train"), every), cfg.model.vocab_size, run.tokenizer_file)
 
 
-def stage_shards(run: RunDir, cfg: RunConfig) -> None:
+def stage_shards(run: RunDir | Path, cfg: RunConfig) -> None:
     from myllm.chat import save_template
     from myllm.data.report import write_report
     from myllm.data.shards import write_shards
     from myllm.tokenizer import Tokenizer
 
+    run = RunDir.of(run)
     tok = Tokenizer.load(run.tokenizer_file)
     save_template(run.tokenizer_dir)
     write_shards(run.corpus, tok, run.shards, cfg.data.shard_tokens, threads=cfg.data.workers,
@@ -73,9 +76,10 @@ def stage_shards(run: RunDir, cfg: RunConfig) -> None:
     write_report(run)
 
 
-def stage_pretrain(run: RunDir, cfg: RunConfig, show_progress: bool = True) -> None:
+def stage_pretrain(run: RunDir | Path, cfg: RunConfig, show_progress: bool = True) -> None:
     from myllm.train.pretrain import pretrain
 
+    run = RunDir.of(run)
     ckpt = run.stage_checkpoint("pretrain", finished=False)
     fingerprint = fingerprints(run, cfg, resume=True)["pretrain"]
     resumable = ckpt is not None and read_state(ckpt).get("fingerprint") == fingerprint
@@ -84,15 +88,17 @@ def stage_pretrain(run: RunDir, cfg: RunConfig, show_progress: bool = True) -> N
     pretrain(run, cfg, resume=resumable, restart=not resumable, show_progress=show_progress)
 
 
-def stage_evaluate(run: RunDir, cfg: RunConfig) -> dict[str, Any]:
+def stage_evaluate(run: RunDir | Path, cfg: RunConfig) -> dict[str, Any]:
     from myllm.evals.summary import evaluate_run
 
+    run = RunDir.of(run)
     return evaluate_run(run, cfg)
 
 
-def stage_export(run: RunDir, cfg: RunConfig) -> None:
+def stage_export(run: RunDir | Path, cfg: RunConfig) -> None:
     from myllm.export.hf import export_hf
 
+    run = RunDir.of(run)
     export_hf(run, run.export_hf)
 
 
@@ -105,7 +111,7 @@ def post_stage_skip_reason(cfg: RunConfig, stage: str) -> str | None:
     return None
 
 
-def stage_post(run: RunDir, cfg: RunConfig, stage: str, show_progress: bool = True,
+def stage_post(run: RunDir | Path, cfg: RunConfig, stage: str, show_progress: bool = True,
                log: Callable[[str], None] = print, restart: bool = False) -> dict[str, Any]:
     """Train one post-training stage, then evaluate its model (evals/<stage>.json)."""
     from myllm.device import resolve_device
@@ -115,6 +121,7 @@ def stage_post(run: RunDir, cfg: RunConfig, stage: str, show_progress: bool = Tr
     from myllm.train.grpo import grpo
     from myllm.train.sft import sft
 
+    run = RunDir.of(run)
     trainer = {"sft": sft, "dpo": dpo, "grpo": grpo}[stage]
     result = trainer(run, cfg, restart=restart, show_progress=show_progress, log=log)
     metrics = stage_metrics(run, cfg, load_model(result.checkpoint, resolve_device(cfg.train.device)))

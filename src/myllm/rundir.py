@@ -190,8 +190,6 @@ class RunDir:
 
 # -- the stage table ---------------------------------------------------------------------------
 
-# [data] keys that change no stage's output: how fast the corpus and shards are made.
-DATA_SPEED = ("workers", "memory_mb")
 # [train] keys that change how fast or in how much memory pretraining runs, not what it learns.
 TRAIN_SPEED = ("device", "compile", "threads", "dist", "dist_timeout", "activation_checkpointing", "loss_chunk")
 # [train] keys a checkpoint may be resumed across: more steps, another budget, other evaluation,
@@ -225,8 +223,10 @@ class Stage:
 
 
 def _corpus_keys(d: dict[str, Any], resume: bool) -> Any:
-    data = _without(d["data"], DATA_SPEED + ("tokenizer_train_mb", "shard_tokens"))
-    return [data, d["clean"], d["quality"], d["dedup"]]
+    from myllm.config import DataConfig
+    from myllm.data.prepare import corpus_settings  # the [data] keys that change the corpus, defined once
+
+    return [corpus_settings(DataConfig(**d["data"])), d["clean"], d["quality"], d["dedup"]]
 
 
 def _post(name: str, after: str) -> Stage:
