@@ -11,17 +11,22 @@ A NaN/inf loss or gradient skips its step (counted as `skipped_steps`) and `max_
 row stop training; a loss above `spike_factor` x its running mean is logged as `loss_spike`.
 Under torchrun (`ctx`), see `myllm.train.distributed`: the loop is the same, with the model
 wrapped, losses averaged over ranks and the step time taken as the slowest rank's.
+
+`train` tells the story; each chapter is a function: `start_state` (in `myllm.train.state`: resume
+or start fresh), `prepare` (wrap the model, make the optimizer), then per step `run_step`,
+`step_record` (with spike detection), `run_eval`, `show_step` and `save`; `plain_errors` turns an
+out-of-memory error or a lost peer rank into advice.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -30,18 +35,8 @@ from tqdm import tqdm
 from myllm.config import TrainConfig
 from myllm.device import attention_kernels, autocast_dtype
 from myllm.errors import MyLLMError
-from myllm.io import atomic_write_text
 from myllm.rundir import RunDir
-from myllm.train.checkpoint import (
-    check_compatible,
-    latest_valid_checkpoint,
-    list_checkpoints,
-    load_training_state,
-    load_weights,
-    read_state,
-    remove_stale_writes,
-    save_checkpoint,
-)
+from myllm.train.checkpoint import load_training_state, save_checkpoint
 from myllm.train.distributed import (
     DistContext,
     all_max,
@@ -53,13 +48,10 @@ from myllm.train.distributed import (
     total_norm,
 )
 from myllm.train.optim import lr_at, make_optimizer
-from myllm.train.sharded import check_world_size, load_sharded, save_sharded
+from myllm.train.sharded import load_sharded, save_sharded
+from myllm.train.state import Batches, MetricsLog, TrainState, start_state
 
-
-class Batches(Protocol):
-    def next_batch(self) -> Any: ...
-    def state_dict(self) -> dict: ...
-    def load_state_dict(self, state: dict) -> None: ...
+SPIKE_WARMUP = 10  # steps before the running mean is trusted
 
 
 @dataclass
@@ -71,32 +63,35 @@ class TrainResult:
     last_eval: dict[str, float]
 
 
-class MetricsLog:
-    """Append-only `metrics.jsonl`; on resume, lines past the checkpoint are dropped."""
+@dataclass
+class StepStats:
+    """One optimizer step as logged: loss and metrics averaged over micro-batches and ranks."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    loss: float
+    grad_norm: float
+    lr: float
+    tokens: int  # over all ranks
+    seconds: float  # the slowest rank's
+    metrics: dict[str, float]
+    skipped: bool  # NaN/inf loss or gradient: no update
 
-    def append(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
 
-    def truncate(self, stage: str, after_step: int) -> None:
-        """Drop this stage's lines past `after_step`, and a last line a kill cut in half (atomically)."""
-        if not self.path.exists():
-            return
-        keep = []
-        for line in self.path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # torn by a kill mid-append
-            if not (record.get("stage") == stage and record["step"] > after_step):
-                keep.append(line)
-        atomic_write_text(self.path, "".join(line + "\n" for line in keep))
+@dataclass(frozen=True)
+class Job:
+    """The facts of one `train` call that its helpers share; none changes while it runs."""
 
-    def clear(self, stage: str) -> None:
-        self.truncate(stage, -1)
+    stage: str
+    cfg: TrainConfig
+    ctx: DistContext
+    device: torch.device
+    accum: int  # micro-batches per optimizer step
+    ckpt_root: Path
+    fingerprint: str
+    extra_state: dict[str, Any]
+
+    @property
+    def sharded(self) -> bool:
+        return self.ctx.mode == "fsdp"
 
 
 def train(
@@ -130,180 +125,212 @@ def train(
     and writes (FSDP: every rank writes its shards).
     """
     ctx = ctx or DistContext()
-    accum = grad_accum or cfg.grad_accum
+    run = RunDir.of(run_dir)
+    ckpt_root = run.checkpoints(stage)
+    metrics = MetricsLog(run.metrics_file)
     device = next(model.parameters()).device
-    amp = autocast_dtype(device)
-    ckpt_root = RunDir.of(run_dir).checkpoints(stage)
-    metrics = MetricsLog(RunDir.of(run_dir).metrics_file)
-    sharded = ctx.mode == "fsdp"
+    job = Job(stage, cfg, ctx, device, grad_accum or cfg.grad_accum, ckpt_root, fingerprint, extra_state or {})
 
-    step, tokens, elapsed = 0, 0, 0.0
-    guard = {"skipped_steps": 0, "bad_in_row": 0, "loss_ema": None}
-    last_eval: dict[str, float] = {}
-    path = None
-    if resume:
-        path = latest_valid_checkpoint(ckpt_root)
-        if path is None:
-            raise MyLLMError(f"--resume: no checkpoint in {ckpt_root}; run without --resume to start training")
-        check_compatible(path, model.cfg)
-        state = read_state(path)
-        if sharded and state.get("sharded"):
-            check_world_size(path, ctx)
-        if fingerprint and state.get("fingerprint") not in ("", fingerprint):
-            raise MyLLMError(
-                f"--resume: checkpoint {path} was written with a different data or training config; "
-                "restore it, or pass --restart to start this stage over"
-            )
-        if state.get("sharded") and not sharded:
-            raise MyLLMError(f"checkpoint {path} is sharded (FSDP); resume it with --dist fsdp "
-                             f"--nproc {state.get('world_size')}")
-        if sharded and not state.get("sharded"):
-            raise MyLLMError(f"checkpoint {path} is a full (DDP or single-process) checkpoint; resume it with "
-                             "--dist ddp (any number of processes)")
-        if not sharded:
-            load_weights(path, model)
-        batches.load_state_dict(state["loader"])
-        step, tokens, elapsed = state["step"], state["tokens"], state["seconds"]
-        last_eval = state.get("last_eval", {})
-        guard.update({k: state[k] for k in guard if k in state})
-        if ctx.is_main:
-            metrics.truncate(stage, step)
-    elif list_checkpoints(ckpt_root):
-        raise MyLLMError(
-            f"{ckpt_root} already has checkpoints; pass --resume to continue them or --restart to start over"
-        )
-    elif ctx.is_main:
-        metrics.clear(stage)
-    if ctx.is_main:
-        remove_stale_writes(ckpt_root)
-    barrier(ctx)
-
-    forward = parallelize(model, cfg, ctx, device)
-    optimizer = make_optimizer(model, cfg, device)
-    if path is not None:
-        if sharded:
-            load_sharded(path, model, optimizer, ctx)
-        else:
-            load_training_state(path, optimizer)
-
-    def budget_progress() -> float:
-        by_steps = step / cfg.max_steps
-        return max(by_steps, elapsed / cfg.time_budget) if cfg.time_budget > 0 else by_steps
-
-    def finished() -> bool:
-        return step >= cfg.max_steps or (cfg.time_budget > 0 and elapsed >= cfg.time_budget)
-
-    def checkpoint(done: bool) -> Path:
-        state = {"stage": stage, "tokens": tokens, "seconds": elapsed, "loader": batches.state_dict(),
-                 "fingerprint": fingerprint, "last_eval": last_eval, "done": done, **guard, **(extra_state or {})}
-        if sharded:
-            return save_sharded(ckpt_root, step, model, optimizer, state, cfg.keep_last, ctx)
-        saved = ckpt_root / f"step-{step:06d}"
-        if ctx.is_main:
-            saved = save_checkpoint(ckpt_root, step, model, optimizer, state, cfg.keep_last)
-        barrier(ctx)
-        return saved
-
-    if resume and finished():
-        return TrainResult(step, tokens, elapsed, path, last_eval)
+    state = start_state(ckpt_root, metrics, stage, ctx, model, batches, fingerprint, resume)
+    forward, optimizer = prepare(job, model, state)
+    if resume and state.finished(cfg):  # resumed a finished stage: its last checkpoint is the result
+        return result(state)
     model.train()
-    bar = tqdm(total=cfg.max_steps, initial=step, desc=stage, disable=not (show_progress and ctx.is_main),
-               mininterval=1.0, dynamic_ncols=True)
-    try:
-        while not finished():
-            t0 = time.perf_counter()
-            lr = lr_at(step, budget_progress(), cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum, step_tokens, extras = 0.0, 0, {}
-            for micro in range(accum):
-                batch = batches.next_batch()
-                with grad_sync(forward, ctx, micro == accum - 1):
-                    with torch.autocast(device_type=device.type, dtype=amp, enabled=amp is not None), \
-                            attention_kernels(device):
-                        out = loss_fn(forward, batch)
-                    loss, more = out if isinstance(out, tuple) else (out, {})
-                    (loss / accum).backward()
-                loss_sum += loss.item()
-                step_tokens += tokens_in(batch)
-                for k, v in more.items():
-                    extras[k] = extras.get(k, 0.0) + float(v) / accum
-            loss_value = all_mean(loss_sum / accum, ctx, device)
-            step_tokens *= ctx.world_size
-            grad_norm = total_norm(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
-            bad = not (math.isfinite(loss_value) and math.isfinite(grad_norm))
-            if bad:
-                optimizer.zero_grad(set_to_none=True)  # skip the update; the batch is spent
-                guard["skipped_steps"] += 1
-                guard["bad_in_row"] += 1
-                if guard["bad_in_row"] >= cfg.max_bad_steps:
-                    raise MyLLMError(
-                        f"{stage}: loss or gradient was NaN/inf in {guard['bad_in_row']} steps in a row (up to "
-                        f"step {step + 1}); lower train.lr or raise train.warmup_steps, then --resume from the "
-                        f"last checkpoint (train.max_bad_steps = {cfg.max_bad_steps})")
-                if ctx.is_main:
-                    tqdm.write(f"{stage}: step {step + 1} skipped: loss {loss_value}, grad norm {grad_norm} "
-                               f"({guard['bad_in_row']} in a row, {guard['skipped_steps']} in all)")
-            else:
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                guard["bad_in_row"] = 0
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            dt = all_max(time.perf_counter() - t0, ctx, device)  # one clock for all ranks
-            step, tokens, elapsed = step + 1, tokens + step_tokens, elapsed + dt
-            record = {"stage": stage, "step": step, "loss": round(loss_value, 5) if not bad else None, "lr": lr,
-                      "grad_norm": round(grad_norm, 4) if not bad else None, "tok_s": round(step_tokens / dt, 1),
-                      "tokens": tokens, "elapsed": round(elapsed, 3),
-                      **{k: round(v, 5) for k, v in extras.items()}}
-            if guard["skipped_steps"]:
-                record["skipped_steps"] = guard["skipped_steps"]
-            if not bad and cfg.spike_factor > 0:
-                spike = note_spike(guard, loss_value, step, cfg.spike_factor)
-                if spike:
-                    record["loss_spike"] = True
-                    if ctx.is_main:
-                        tqdm.write(f"{stage}: loss spike at step {step}: {loss_value:.4f} vs running mean "
-                                   f"{spike:.4f} (grad norm {grad_norm:.3g})")
-            if evaluate is not None and (step % cfg.eval_every == 0 or finished()):
-                t_eval = time.perf_counter()
-                last_eval = {f"val_{k}": v for k, v in evaluate(model).items() if k != "tokens"}
-                record.update(last_eval, eval_seconds=round(time.perf_counter() - t_eval, 3))
-                model.train()  # evaluation time is not counted in `elapsed` (the time budget is for training)
+    bar = tqdm(
+        total=cfg.max_steps,
+        initial=state.step,
+        desc=stage,
+        disable=not (show_progress and ctx.is_main),
+        mininterval=1.0,
+        dynamic_ncols=True,
+    )
+    with plain_errors(job, state):
+        while not state.finished(cfg):
+            stats = run_step(job, state, model, forward, optimizer, batches, loss_fn, tokens_in)
+            record = step_record(job, state, stats)
+            if evaluate is not None and (state.step % cfg.eval_every == 0 or state.finished(cfg)):
+                record.update(run_eval(model, evaluate, state))
             if ctx.is_main:
                 metrics.append(record)
-            rate = step_tokens / dt
-            eta = (cfg.max_steps - step) * dt
-            if cfg.time_budget > 0:
-                eta = min(eta, max(cfg.time_budget - elapsed, 0.0))
-            bar.set_postfix_str(f"loss {loss_value:.3f} | {rate:,.0f} tok/s | eta {eta:,.0f}s", refresh=False)
-            bar.update(1)
-            if step % cfg.ckpt_every == 0 or finished():
-                path = checkpoint(done=finished())
-    except torch.OutOfMemoryError:
-        raise MyLLMError(
-            f"{stage}: out of memory at step {step + 1} with micro-batch {cfg.batch_size} on {device}; lower "
-            "train.batch_size (set train.global_batch to keep the recipe: accumulation makes up the rest), "
-            "turn on train.activation_checkpointing=true, or use --dist fsdp"
-        ) from None
-    except (dist.DistBackendError, RuntimeError) as e:
-        if not ctx.enabled or not is_peer_failure(e):
-            raise
-        raise MyLLMError(
-            f"rank {ctx.rank}: lost the other ranks at step {step + 1} ({str(e).splitlines()[0][:120]}); one of "
-            "them died or hung (its own error says why); completed checkpoints are kept: re-run with --resume"
-        ) from None
+            show_step(bar, cfg, state, stats)
+            if state.step % cfg.ckpt_every == 0 or state.finished(cfg):
+                state.checkpoint = save(job, state, model, optimizer, batches, done=state.finished(cfg))
     bar.close()
-    return TrainResult(step, tokens, elapsed, path, last_eval)
+    return result(state)
 
 
-SPIKE_WARMUP = 10  # steps before the running mean is trusted
+def result(state: TrainState) -> TrainResult:
+    return TrainResult(state.step, state.tokens, state.elapsed, state.checkpoint, state.last_eval)
 
 
-def note_spike(guard: dict, loss: float, step: int, factor: float) -> float | None:
+def prepare(job: Job, model: torch.nn.Module, state: TrainState) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """Wrap the model (`parallelize`) and make its optimizer; on resume load the optimizer state and RNG
+    (and, FSDP, the sharded weights), which must come after the wrapping."""
+    forward = parallelize(model, job.cfg, job.ctx, job.device)
+    optimizer = make_optimizer(model, job.cfg, job.device)
+    if state.checkpoint is not None:
+        if job.sharded:
+            load_sharded(state.checkpoint, model, optimizer, job.ctx)
+        else:
+            load_training_state(state.checkpoint, optimizer)
+    return forward, optimizer
+
+
+def run_step(
+    job: Job,
+    state: TrainState,
+    model: torch.nn.Module,
+    forward: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Batches,
+    loss_fn: Callable,
+    tokens_in: Callable,
+) -> StepStats:
+    """One optimizer step over `job.accum` micro-batches, clipped; skipped if the loss or gradient is
+    NaN/inf. Advances `state` past it."""
+    cfg, ctx, device = job.cfg, job.ctx, job.device
+    t0 = time.perf_counter()
+    lr = lr_at(state.step, state.progress(cfg), cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss_sum, step_tokens, extras = 0.0, 0, {}
+    amp = autocast_dtype(device)
+    for micro in range(job.accum):
+        batch = batches.next_batch()
+        with grad_sync(forward, ctx, micro == job.accum - 1):
+            with torch.autocast(device_type=device.type, dtype=amp, enabled=amp is not None), attention_kernels(device):
+                out = loss_fn(forward, batch)
+            loss, more = out if isinstance(out, tuple) else (out, {})
+            (loss / job.accum).backward()
+        loss_sum += loss.item()
+        step_tokens += tokens_in(batch)
+        for k, v in more.items():
+            extras[k] = extras.get(k, 0.0) + float(v) / job.accum
+    loss_value = all_mean(loss_sum / job.accum, ctx, device)
+    step_tokens *= ctx.world_size
+    grad_norm = total_norm(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+    bad = not (math.isfinite(loss_value) and math.isfinite(grad_norm))
+    if bad:
+        optimizer.zero_grad(set_to_none=True)  # skip the update; the batch is spent
+        state.skipped_steps += 1
+        state.bad_in_row += 1
+        if state.bad_in_row >= cfg.max_bad_steps:
+            raise MyLLMError(
+                f"{job.stage}: loss or gradient was NaN/inf in {state.bad_in_row} steps in a row (up to "
+                f"step {state.step + 1}); lower train.lr or raise train.warmup_steps, then --resume from the "
+                f"last checkpoint (train.max_bad_steps = {cfg.max_bad_steps})"
+            )
+        if ctx.is_main:
+            tqdm.write(
+                f"{job.stage}: step {state.step + 1} skipped: loss {loss_value}, grad norm {grad_norm} "
+                f"({state.bad_in_row} in a row, {state.skipped_steps} in all)"
+            )
+    else:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.bad_in_row = 0
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    dt = all_max(time.perf_counter() - t0, ctx, device)  # one clock for all ranks
+    state.step, state.tokens, state.elapsed = state.step + 1, state.tokens + step_tokens, state.elapsed + dt
+    return StepStats(loss_value, grad_norm, lr, step_tokens, dt, extras, bad)
+
+
+def step_record(job: Job, state: TrainState, stats: StepStats) -> dict[str, Any]:
+    """The step's metrics.jsonl line; a loss spike is flagged in it and announced."""
+    ok = not stats.skipped
+    record = {
+        "stage": job.stage,
+        "step": state.step,
+        "loss": round(stats.loss, 5) if ok else None,
+        "lr": stats.lr,
+        "grad_norm": round(stats.grad_norm, 4) if ok else None,
+        "tok_s": round(stats.tokens / stats.seconds, 1),
+        "tokens": state.tokens,
+        "elapsed": round(state.elapsed, 3),
+        **{k: round(v, 5) for k, v in stats.metrics.items()},
+    }
+    if state.skipped_steps:
+        record["skipped_steps"] = state.skipped_steps
+    if ok and job.cfg.spike_factor > 0:
+        spike = note_spike(state, stats.loss, job.cfg.spike_factor)
+        if spike:
+            record["loss_spike"] = True
+            if job.ctx.is_main:
+                tqdm.write(
+                    f"{job.stage}: loss spike at step {state.step}: {stats.loss:.4f} vs running mean "
+                    f"{spike:.4f} (grad norm {stats.grad_norm:.3g})"
+                )
+    return record
+
+
+def note_spike(state: TrainState, loss: float, factor: float) -> float | None:
     """Update the loss running mean; return it when `loss` is more than `factor` x above it (a spike)."""
-    ema = guard["loss_ema"]
-    guard["loss_ema"] = loss if ema is None else 0.9 * ema + 0.1 * loss
-    if ema is not None and step > SPIKE_WARMUP and loss > factor * ema:
+    ema = state.loss_ema
+    state.loss_ema = loss if ema is None else 0.9 * ema + 0.1 * loss
+    if ema is not None and state.step > SPIKE_WARMUP and loss > factor * ema:
         return ema
     return None
+
+
+def run_eval(model: torch.nn.Module, evaluate: Callable, state: TrainState) -> dict[str, float]:
+    """Evaluate into `state.last_eval`; returns it with its duration, for the step's record."""
+    t_eval = time.perf_counter()
+    state.last_eval = {f"val_{k}": v for k, v in evaluate(model).items() if k != "tokens"}
+    seconds = round(time.perf_counter() - t_eval, 3)
+    model.train()  # evaluation time is not counted in `elapsed` (the time budget is for training)
+    return {**state.last_eval, "eval_seconds": seconds}
+
+
+def show_step(bar: tqdm, cfg: TrainConfig, state: TrainState, stats: StepStats) -> None:
+    """The progress bar: loss, tok/s and an ETA from this step's time (capped by the time budget left)."""
+    rate = stats.tokens / stats.seconds
+    eta = (cfg.max_steps - state.step) * stats.seconds
+    if cfg.time_budget > 0:
+        eta = min(eta, max(cfg.time_budget - state.elapsed, 0.0))
+    bar.set_postfix_str(f"loss {stats.loss:.3f} | {rate:,.0f} tok/s | eta {eta:,.0f}s", refresh=False)
+    bar.update(1)
+
+
+def save(
+    job: Job, state: TrainState, model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Batches, done: bool
+) -> Path:
+    """Checkpoint the step; every rank returns its path (FSDP: every rank writes its shards)."""
+    meta = {
+        "stage": job.stage,
+        "tokens": state.tokens,
+        "seconds": state.elapsed,
+        "loader": batches.state_dict(),
+        "fingerprint": job.fingerprint,
+        "last_eval": state.last_eval,
+        "done": done,
+        **state.guard(),
+        **job.extra_state,
+    }
+    if job.sharded:
+        return save_sharded(job.ckpt_root, state.step, model, optimizer, meta, job.cfg.keep_last, job.ctx)
+    saved = job.ckpt_root / f"step-{state.step:06d}"
+    if job.ctx.is_main:
+        saved = save_checkpoint(job.ckpt_root, state.step, model, optimizer, meta, job.cfg.keep_last)
+    barrier(job.ctx)
+    return saved
+
+
+@contextlib.contextmanager
+def plain_errors(job: Job, state: TrainState) -> Iterator[None]:
+    """Out of memory and a lost peer rank become a MyLLMError that says what to do."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise MyLLMError(
+            f"{job.stage}: out of memory at step {state.step + 1} with micro-batch {job.cfg.batch_size} on "
+            f"{job.device}; lower train.batch_size (set train.global_batch to keep the recipe: accumulation makes up "
+            "the rest), turn on train.activation_checkpointing=true, or use --dist fsdp"
+        ) from None
+    except (dist.DistBackendError, RuntimeError) as e:
+        if not job.ctx.enabled or not is_peer_failure(e):
+            raise
+        raise MyLLMError(
+            f"rank {job.ctx.rank}: lost the other ranks at step {state.step + 1} ({str(e).splitlines()[0][:120]}); "
+            "one of them died or hung (its own error says why); completed checkpoints are kept: re-run with --resume"
+        ) from None
