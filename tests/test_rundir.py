@@ -8,7 +8,7 @@ import pytest
 from myllm.config import RunConfig, apply_overrides, parse_overrides
 from myllm.errors import MyLLMError
 from myllm.run import run
-from myllm.rundir import MODEL_STAGES, POST_STAGES, STAGES, RunDir, StageRecords, fingerprints
+from myllm.rundir import MODEL_STAGES, POST_STAGES, STAGES, RunDir, StageRecords, fingerprints, resume_fingerprint
 
 
 def fake_checkpoint(run_dir: RunDir, stage: str, step: int, done: bool) -> None:
@@ -58,19 +58,40 @@ def test_fingerprints_change_for_what_changes_the_output_only(tmp_path):
     base = fingerprints(tmp_path, config())
     # speed and memory settings change nothing
     assert fingerprints(tmp_path, config("train.threads=1", "data.workers=1", "train.compile=true")) == base
-    # more pretraining steps: pretrain and everything after it, but the checkpoints stay resumable
-    more = fingerprints(tmp_path, config("train.max_steps=5000"))
+    more = fingerprints(tmp_path, config("train.max_steps=5000"))  # pretrain and everything after it
     assert [s for s in base if base[s] != more[s]] == ["pretrain", "evaluate", "sft", "dpo", "grpo", "export"]
-    assert fingerprints(tmp_path, config("train.max_steps=5000"), resume=True)["pretrain"] == \
-        fingerprints(tmp_path, config(), resume=True)["pretrain"]
-    assert fingerprints(tmp_path, config("train.lr=1e-4"), resume=True)["pretrain"] != \
-        fingerprints(tmp_path, config(), resume=True)["pretrain"]
-    # a post-training setting: that stage and the ones after it
-    dpo = fingerprints(tmp_path, config("dpo.lr=1e-4"))
+    dpo = fingerprints(tmp_path, config("dpo.lr=1e-4"))  # a post-training setting: it and the stages after it
     assert [s for s in base if base[s] != dpo[s]] == ["dpo", "grpo", "export"]
     # a different tokenizer re-runs everything from the tokenizer on
     vocab = fingerprints(tmp_path, config(f"model.vocab_size={RunConfig().model.vocab_size * 2}"))
     assert [s for s in base if base[s] == vocab[s]] == ["corpus"]
+
+
+def test_pretraining_resumes_across_more_steps_but_not_another_recipe_or_data(tmp_path):
+    r = RunDir(tmp_path)
+    r.shards.mkdir()
+    r.index_file().write_text('{"vocab_size": 300}')
+    key = resume_fingerprint(r, config(), "pretrain")
+    assert resume_fingerprint(r, config("train.max_steps=5000", "train.eval_every=7", "train.threads=1"),
+                              "pretrain") == key
+    assert resume_fingerprint(r, config("train.lr=1e-4"), "pretrain") != key
+    r.index_file().write_text('{"vocab_size": 301}')  # other shards
+    assert resume_fingerprint(r, config(), "pretrain") != key
+
+
+def test_post_training_resumes_only_from_the_same_start_and_data(tmp_path):
+    r = RunDir(tmp_path)
+    fake_checkpoint(r, "pretrain", 10, done=True)
+    fake_checkpoint(r, "sft", 4, done=True)
+    data = tmp_path / "pairs.jsonl"
+    data.write_text('{"prompt": "a"}\n')
+    start = r.model_checkpoint(before="dpo")
+    key = resume_fingerprint(r, config(), "dpo", start, data)
+    assert resume_fingerprint(r, config("sample.seed=3", "train.keep_last=9"), "dpo", start, data) == key
+    assert resume_fingerprint(r, config("dpo.lr=1e-4"), "dpo", start, data) != key
+    assert resume_fingerprint(r, config(), "dpo", r.model_checkpoint("pretrain"), data) != key  # another start
+    data.write_text('{"prompt": "b"}\n')
+    assert resume_fingerprint(r, config(), "dpo", start, data) != key
 
 
 def test_post_data_file_content_is_part_of_the_fingerprint(tmp_path):
@@ -91,7 +112,7 @@ def test_stages_json_of_an_older_format_stops_with_one_line_and_changes_nothing(
         run(tmp_path, preset="quick", show_progress=False, log=lambda _: None)
     assert json.loads((tmp_path / "stages.json").read_text()) == old
     assert RunDir(tmp_path).model_checkpoint().name == "step-000010"  # still readable: chat, serve, export
-    assert StageRecords(tmp_path).stages == {}  # the report shows no stage table rather than failing
+    assert StageRecords(tmp_path).stages == old  # the report still shows the old timings
 
 
 def test_stage_records_round_trip(tmp_path):

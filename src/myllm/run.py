@@ -26,7 +26,16 @@ import torch
 
 from myllm.config import RunConfig, apply_overrides, dump_config, load_run_config, parse_overrides, resolve_config
 from myllm.io import atomic_write_json, atomic_write_text, read_json
-from myllm.rundir import POST_STAGES, STAGES, RunDir, StageRecords, fingerprints, source_signature
+from myllm.rundir import (
+    POST_STAGES,
+    STAGES,
+    RunDir,
+    Stage,
+    StageRecords,
+    fingerprints,
+    resume_fingerprint,
+    source_signature,
+)
 from myllm.train.checkpoint import read_state
 
 BUDGET_MAX_STEPS = 10**9  # with --time-budget, the clock (not a step count) ends training
@@ -81,7 +90,7 @@ def stage_pretrain(run: RunDir | Path, cfg: RunConfig, show_progress: bool = Tru
 
     run = RunDir.of(run)
     ckpt = run.stage_checkpoint("pretrain", finished=False)
-    fingerprint = fingerprints(run, cfg, resume=True)["pretrain"]
+    fingerprint = resume_fingerprint(run, cfg, "pretrain")
     resumable = ckpt is not None and read_state(ckpt).get("fingerprint") == fingerprint
     if ckpt is not None and not resumable:
         print(f"pretrain: config or data changed since {ckpt.name}; starting pretraining over")
@@ -168,7 +177,7 @@ def _action(run: RunDir, cfg: RunConfig, stage: str, show_progress: bool, log: C
     return lambda: ACTIONS[stage](run, cfg)
 
 
-def _up_to_date(run: RunDir, records: StageRecords, stage, fingerprint: str) -> bool:
+def _up_to_date(run: RunDir, records: StageRecords, stage: Stage, fingerprint: str) -> bool:
     if not records.done(stage.name, fingerprint) or not stage.output(run).exists():
         return False
     return stage.name != "pretrain" or run.stage_checkpoint("pretrain") is not None  # finished, not interrupted

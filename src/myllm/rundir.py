@@ -27,8 +27,6 @@ from myllm.errors import MyLLMError
 from myllm.io import atomic_write_json, read_json
 from myllm.train.checkpoint import latest_checkpoint, read_state
 
-SPLITS = ("train", "val", "test")
-
 
 class RunDir:
     """A run directory: `RunDir("runs/universe").checkpoints("sft")`, `.config()`, `.model_checkpoint()`."""
@@ -171,6 +169,9 @@ class RunDir:
             if stage not in MODEL_STAGES:
                 raise MyLLMError(f"--stage {stage!r} is not a stage; pick one of {', '.join(MODEL_STAGES)}")
             path = self.stage_checkpoint(stage, finished=not unfinished)
+            if path is None and stage == "pretrain":
+                raise MyLLMError(f"no {'' if unfinished else 'finished '}pretrain checkpoint in {self}; "
+                                 f"run `myllm run --out {self}` (or `myllm pretrain --run {self}`) first")
             if path is None:
                 raise MyLLMError(f"{self} has no {'' if unfinished else 'finished '}{stage} checkpoint; train it "
                                  f"(`myllm {stage} --run {self}`) or pick another --stage")
@@ -230,7 +231,9 @@ def _corpus_keys(d: dict[str, Any], resume: bool) -> Any:
 
 
 def _post(name: str, after: str) -> Stage:
-    return Stage(name, after, lambda d, resume: [d[name], d["sample"]["seed"]], lambda r: r.stage_eval(name), True)
+    # The stage's evaluation samples with sample.seed: part of its output, not of what it trains.
+    return Stage(name, after, lambda d, resume: [d[name], d["model"]] + ([] if resume else [d["sample"]["seed"]]),
+                 lambda r: r.stage_eval(name), True)
 
 
 STAGES: tuple[Stage, ...] = (
@@ -244,11 +247,11 @@ STAGES: tuple[Stage, ...] = (
     _post("sft", "pretrain"),
     _post("dpo", "sft"),
     _post("grpo", "dpo"),
-    # The final model is the last enabled stage's; fp["grpo"] chains every stage before it.
+    # The final model is the last stage's with a finished checkpoint; fp["grpo"] chains every stage before it.
     Stage("export", "grpo", lambda d, resume: [d["sample"], "hf-export-1"], lambda r: r.export_hf / "config.json"),
 )
 STAGE = {s.name: s for s in STAGES}
-MODEL_STAGES = ("pretrain",) + tuple(s.name for s in STAGES if s.trains and s.name != "pretrain")
+MODEL_STAGES = tuple(s.name for s in STAGES if s.trains)  # the chain: pretrain, then post-training in order
 POST_STAGES = MODEL_STAGES[1:]
 
 
@@ -265,27 +268,42 @@ def outside_inputs(run: RunDir, cfg: RunConfig, stage: str) -> Any:
     if stage == "corpus":  # a source folder gone since is a change (`myllm run` checks it exists first)
         return source_signature(cfg.data.source) if cfg.data.source == "universe" or Path(cfg.data.source).is_dir() \
             else f"missing {cfg.data.source}"
-    if stage == "pretrain":
-        return [_file_digest(run.index_file(folder)) for folder, _ in parse_phases(cfg.train.phases)]
+    if stage == "pretrain":  # phase folders other than the run's own shards (which the chain covers)
+        return [_file_digest(run.index_file(f)) for f, _ in parse_phases(cfg.train.phases) if f != "shards"]
     if stage in POST_STAGES and getattr(cfg, stage).data != "universe":
         return _file_digest(Path(getattr(cfg, stage).data))
     return None
 
 
-def fingerprints(run: RunDir | str | os.PathLike, cfg: RunConfig, resume: bool = False) -> dict[str, str]:
-    """Every stage's fingerprint: a hash of the fingerprint of the stage it reads, of the config
-    values that change its output, and of what it reads from outside the run. `stages.json`
-    keeps these; with `resume`, a stage's own resumable keys are left out (its checkpoints keep
-    that one), while the chain always carries the full fingerprint of the stage before."""
+def fingerprints(run: RunDir | str | os.PathLike, cfg: RunConfig) -> dict[str, str]:
+    """Every stage's fingerprint, as `stages.json` keeps it: a hash of the fingerprint of the stage
+    it reads, of the config values that change its output, and of what it reads from outside the
+    run. Compute it once per command: it lists the source folder and hashes post-training data."""
     run, d = RunDir.of(run), cfg.to_dict()
-    full: dict[str, str] = {}
-    out: dict[str, str] = {}
+    fp: dict[str, str] = {}
     for stage in STAGES:
-        upstream = full[stage.after] if stage.after else ""
-        outside = outside_inputs(run, cfg, stage.name)
-        full[stage.name] = _hash(upstream, stage.decides(d, False), outside)
-        out[stage.name] = _hash(upstream, stage.decides(d, True), outside) if resume else full[stage.name]
-    return out
+        fp[stage.name] = _hash(fp[stage.after] if stage.after else "", stage.decides(d, False),
+                               outside_inputs(run, cfg, stage.name))
+    return fp
+
+
+def resume_fingerprint(run: RunDir | str | os.PathLike, cfg: RunConfig, stage: str, start: Path | None = None,
+                       data: Path | None = None) -> str:
+    """What a training stage's checkpoints must share with the config to be resumed (it is in
+    their state.json): the stage's own config values without the keys a run may be resumed across,
+    and the content it trains on instead of the chain of configs before it, so that re-made but
+    identical inputs (a touched source folder, another evaluation seed) keep checkpoints resumable.
+
+    Pretraining: the shard index (and the phases'). Post-training: `start`, the checkpoint it
+    starts from (its place in the run and its own fingerprint), and `data`, the file it reads."""
+    run, d = RunDir.of(run), cfg.to_dict()
+    if stage == "pretrain":
+        inputs = [_file_digest(run.index_file(f)) for f in ["shards", *(f for f, _ in parse_phases(cfg.train.phases))]]
+    else:
+        assert start is not None and data is not None, "post-training resumes from a start checkpoint and data file"
+        place = start.relative_to(run.root).as_posix() if start.is_relative_to(run.root) else str(start)
+        inputs = [place, read_state(start).get("fingerprint"), _file_digest(data)]
+    return _hash(stage, STAGE[stage].decides(d, True), inputs)
 
 
 def source_signature(source: str) -> str:
@@ -318,12 +336,14 @@ class StageRecords:
     def __init__(self, run: RunDir | str | os.PathLike):
         self.path = RunDir.of(run).stages_file
         raw = read_json(self.path) if self.path.is_file() else {"format": self.FORMAT, "stages": {}}
-        self.format = raw.get("format", 1)
-        self.stages: dict[str, dict[str, Any]] = raw.get("stages", {}) if self.format == self.FORMAT else {}
+        self.format = raw.get("format", 1) if isinstance(raw.get("format", 1), int) else 0
+        # an old file's records are still shown (the report's timings); they never match a fingerprint
+        self.stages: dict[str, dict[str, Any]] = raw.get("stages", {}) if "format" in raw else raw
 
     def require_current(self) -> StageRecords:
         if self.format != self.FORMAT:
-            raise MyLLMError(f"{self.path} was written by an older myllm (format {self.format}, this one reads "
+            which = "an older" if self.format < self.FORMAT else "a newer"
+            raise MyLLMError(f"{self.path} was written by {which} myllm (format {self.format}, this one reads "
                              f"{self.FORMAT}); its stages cannot be checked for changes. Start a new run directory, "
                              f"or delete {self.path} to re-run every stage (this retrains the model)")
         return self

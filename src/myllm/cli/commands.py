@@ -15,7 +15,7 @@ from pathlib import Path
 
 from myllm.cli.parser import PLAN_SHAPE_FLAGS, POST_FLAGS, PRETRAIN_FLAGS, SAMPLE_FLAGS, config_overrides
 from myllm.errors import MyLLMError
-from myllm.rundir import RunDir
+from myllm.rundir import RunDir, StageRecords
 
 COMPILING_NOTE = "--compile: the decode step compiles before the first token (tens of seconds on a CPU), then runs fast"
 
@@ -39,6 +39,7 @@ def cmd_data_prepare(a: argparse.Namespace) -> int:
     from myllm.run import prepare_run_dir, run_stage, stage_corpus, stage_shards, stage_tokenizer
 
     out = RunDir(a.out)
+    StageRecords(out).require_current()  # before config.toml is rewritten
     cfg = prepare_run_dir(out, "default", a.config, a.overrides, a.data, None)
     for stage, action in (("corpus", stage_corpus), ("tokenizer", stage_tokenizer), ("shards", stage_shards)):
         run_stage(out, stage, cfg, lambda action=action: action(out, cfg))
@@ -89,6 +90,7 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
         preset(cfg)
     apply_overrides(cfg, parse_overrides(extra + a.overrides), "--set")
     cfg.validate()
+    StageRecords(out).require_current()  # before any process starts
     if a.nproc is not None and not launched_by_torchrun():
         return launch(a.nproc, _without_nproc(a.argv), cfg.train.device)
     if launched_by_torchrun() and int(os.environ["RANK"]) != 0:

@@ -44,8 +44,8 @@ def _add_set(p: argparse.ArgumentParser) -> None:
                    help="override a config value, e.g. --set train.lr=1e-3 (repeatable)")
 
 
-def _add_stage(p: argparse.ArgumentParser, default: str = "the last trained stage") -> None:
-    p.add_argument("--stage", choices=MODEL_STAGES, help=f"whose model (default: {default})")
+def _add_stage(p: argparse.ArgumentParser, help_text: str = "whose model (default: the last trained stage)") -> None:
+    p.add_argument("--stage", choices=MODEL_STAGES, help=help_text)
 
 
 def _add_sampling(p: argparse.ArgumentParser) -> None:
@@ -159,21 +159,21 @@ def _add_exports(sub, c) -> None:
     export_sub = p.add_subparsers(dest="export_format", required=True)
     q = export_sub.add_parser("hf", help="a directory transformers loads (LlamaForCausalLM, tokenizer, chat template)")
     q.add_argument("run_dir", metavar="RUN_DIR")
-    _add_stage(q, "the run's final model")
+    _add_stage(q, "default: the run's final model")
     q.add_argument("--out", help="output directory (default: RUN_DIR/export/hf)")
     q.set_defaults(func=c.cmd_export_hf)
     q = export_sub.add_parser("gguf", help="one GGUF file for llama.cpp / Ollama (llama architecture, BPE tokenizer)")
     q.add_argument("run_dir", metavar="RUN_DIR")
     q.add_argument("--type", dest="kind", default="f16", choices=["f32", "f16", "q8_0", "q4_0"],
                    help="weight type of the 2-D tensors (default f16; norms stay f32)")
-    _add_stage(q, "the run's final model")
+    _add_stage(q, "default: the run's final model")
     q.add_argument("--out", help="output file (default: RUN_DIR/export/model-TYPE.gguf)")
     q.set_defaults(func=c.cmd_export_gguf)
     p = sub.add_parser("quantize", help="weight-only int8/int4 copy of a run's model, with its size and val bpb")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--bits", type=int, choices=[8, 4], required=True)
     p.add_argument("--group-size", type=int, help="int4: weights per scale (default quant.group_size, 64)")
-    _add_stage(p, "the run's final model")
+    _add_stage(p, "default: the run's final model")
     p.add_argument("--no-eval", action="store_true", help="skip the val bits-per-byte comparison")
     p.set_defaults(func=c.cmd_quantize)
 

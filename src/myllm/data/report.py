@@ -79,7 +79,7 @@ def build_report(run_dir: RunDir | Path) -> str:
     lines += ["", f"Split by {m.get('split_by', 'generator')}; seed {m.get('split_seed', '-')}.", ""]
     plots = write_plots(run.corpus_plots, m, lengths)
     if plots:
-        lines += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
+        lines += ["## Plots", ""] + [f"![{p.stem}]({p.relative_to(run.corpus).as_posix()})" for p in plots] + [""]
     return "\n".join(lines)
 
 

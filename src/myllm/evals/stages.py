@@ -25,7 +25,7 @@ from myllm.universe import tasks as universe_tasks
 
 def eval_sets(run: RunDir):
     """(world, the held-out chat prompts) of a universe run (None for other corpora)."""
-    if run.universe() is None:
+    if not run.universe_file.is_file():
         return None
     world = run.world()
     return world, universe_tasks.eval_sets(world)

@@ -26,7 +26,7 @@ from myllm.config import PostTrainConfig, RunConfig
 from myllm.device import resolve_device
 from myllm.errors import MyLLMError
 from myllm.io import atomic_open
-from myllm.rundir import RunDir, fingerprints
+from myllm.rundir import RunDir, resume_fingerprint
 from myllm.tokenizer import Tokenizer
 from myllm.train.checkpoint import latest_checkpoint, load_model, read_state
 from myllm.train.loop import TrainResult, train
@@ -83,7 +83,7 @@ def run_post_stage(
     save_template(run.tokenizer_dir)
     path = data_file(run, stage, section)
     ckpt_root = run.checkpoints(stage)
-    fingerprint = fingerprints(run, cfg, resume=True)[stage]
+    fingerprint = resume_fingerprint(run, cfg, stage, start, path)
     latest = latest_checkpoint(ckpt_root)
     if restart or (latest is not None and read_state(latest).get("fingerprint") != fingerprint):
         shutil.rmtree(ckpt_root, ignore_errors=True)  # a different start, data or recipe: start over

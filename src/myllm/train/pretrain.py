@@ -21,7 +21,7 @@ from myllm.device import resolve_device
 from myllm.errors import MyLLMError
 from myllm.evals.bpb import run_bpb
 from myllm.model import Transformer
-from myllm.rundir import RunDir, fingerprints
+from myllm.rundir import RunDir, resume_fingerprint
 from myllm.train.distributed import barrier, batch_plan, init_distributed, local_device, shutdown
 from myllm.train.loop import TrainResult, train
 
@@ -83,7 +83,7 @@ def pretrain(
         return train(
             model, cfg.train, run, "pretrain", batches, loss_fn,
             tokens_in=lambda batch: batch[0].numel(), evaluate=evaluate,
-            fingerprint=fingerprints(run, cfg, resume=True)["pretrain"], resume=resume,
+            fingerprint=resume_fingerprint(run, cfg, "pretrain"), resume=resume,
             show_progress=show_progress, ctx=ctx, grad_accum=plan.grad_accum,
         )
     finally:
