@@ -246,8 +246,9 @@ def run_stage(out: RunDir | Path, stage: str, cfg: RunConfig, action: Callable[[
     """Run one stage by hand (`myllm pretrain --run DIR`, ...) and record it like `myllm run` does."""
     run = RunDir.of(out)
     records = StageRecords(run).require_current()
-    atomic_write_text(run.config_file, dump_config(cfg))
     t0 = time.perf_counter()
     result = action()
+    # config.toml changes only once the command it belongs to succeeded: a rejected `--set` leaves the run as it was
+    atomic_write_text(run.config_file, dump_config(cfg))
     records.mark(stage, fingerprints(run, cfg)[stage], time.perf_counter() - t0)
     return result

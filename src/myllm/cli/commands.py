@@ -75,9 +75,10 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
     from myllm.config import apply_overrides, parse_overrides, train_preset
     from myllm.run import BUDGET_MAX_STEPS, run_stage
     from myllm.train.distributed import launch, launched_by_torchrun
-    from myllm.train.pretrain import pretrain
+    from myllm.train.pretrain import check_restart_flags, pretrain
 
     out = RunDir(a.run)
+    check_restart_flags(a.resume, a.restart)  # before anything is read, written or launched
     preset = train_preset(a.preset) if a.preset else None  # an unknown name stops before the run is read
     extra = []
     if a.time_budget is not None:  # the budget is the stopping rule unless --max-steps is given too

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 
 from myllm.config import TrainConfig
+from myllm.errors import MyLLMError
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -37,6 +40,24 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
         fused=fused,
         foreach=None if fused else True,
     )
+
+
+@contextlib.contextmanager
+def config_rejections() -> Iterator[None]:
+    """Around building the model and optimizer: a setting they reject (a NaN learning rate, a beta
+    outside [0, 1), a negative init std) becomes one line. Callers build both before they clear a
+    stage's checkpoints, so a rejected config never costs the user their checkpoints."""
+    try:
+        yield
+    except (ValueError, RuntimeError) as e:
+        raise MyLLMError(f"the model or optimizer rejects this config ({e}); change it with --set or in "
+                         "config.toml (no checkpoint was touched)") from None
+
+
+def check_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> None:
+    """Build the optimizer once and drop it (it holds no state before its first step)."""
+    with config_rejections():
+        make_optimizer(model, cfg, device)
 
 
 BUDGET_WARMUP_SHARE = 0.05

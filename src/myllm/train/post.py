@@ -31,6 +31,7 @@ from myllm.tokenizer import Tokenizer
 from myllm.train.checkpoint import latest_checkpoint, load_model, read_state
 from myllm.train.loop import TrainResult, train
 from myllm.train.lora import apply_lora, parse_targets
+from myllm.train.optim import check_optimizer
 from myllm.universe import tasks as universe_tasks
 
 
@@ -85,9 +86,7 @@ def run_post_stage(
     ckpt_root = run.checkpoints(stage)
     fingerprint = resume_fingerprint(run, cfg, stage, start, path)
     latest = latest_checkpoint(ckpt_root)
-    if restart or (latest is not None and read_state(latest).get("fingerprint") != fingerprint):
-        shutil.rmtree(ckpt_root, ignore_errors=True)  # a different start, data or recipe: start over
-    resume = latest_checkpoint(ckpt_root) is not None  # same start, data and recipe: continue
+    start_over = restart or (latest is not None and read_state(latest).get("fingerprint") != fingerprint)
     torch.manual_seed(section.seed)
     model = load_model(start, device).train()
     batches, loss_fn, tokens_in = make(model, tok, path, device)
@@ -100,8 +99,13 @@ def run_post_stage(
             f"parameters train ({trainable / total:.2%}); AdamW state {trainable * 8 / 1e6:.2f} MB "
             f"instead of {total * 8 / 1e6:.2f} MB")
         lora = {"rank": section.lora_rank, "alpha": section.lora_alpha, "targets": list(targets)}
+    train_cfg = section.train_config(cfg.train)
+    check_optimizer(model, train_cfg, device)  # validate, then delete
+    if start_over:
+        shutil.rmtree(ckpt_root, ignore_errors=True)  # a different start, data or recipe: start over
+    resume = latest_checkpoint(ckpt_root) is not None  # same start, data and recipe: continue
     extra = {"base": str(start.relative_to(run.root)), "lora": lora}
-    return train(model, section.train_config(cfg.train), run, stage, batches, loss_fn, tokens_in,
+    return train(model, train_cfg, run, stage, batches, loss_fn, tokens_in,
                  fingerprint=fingerprint, resume=resume, show_progress=show_progress, extra_state=extra)
 
 

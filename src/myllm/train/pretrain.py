@@ -24,9 +24,16 @@ from myllm.model import Transformer
 from myllm.rundir import RunDir, resume_fingerprint
 from myllm.train.distributed import barrier, batch_plan, init_distributed, local_device, shutdown
 from myllm.train.loop import TrainResult, train
+from myllm.train.optim import check_optimizer, config_rejections
 
 AUTO_LOSS_CHUNK = 4096  # tokens per cross-entropy chunk when the vocabulary is large
 LARGE_VOCAB = 32768
+
+
+def check_restart_flags(resume: bool, restart: bool) -> None:
+    if resume and restart:
+        raise MyLLMError("--resume and --restart contradict each other (continue the checkpoints, or delete "
+                         "them and start over): pick one")
 
 
 def loss_chunk(cfg: RunConfig) -> int:
@@ -39,6 +46,7 @@ def pretrain(
     run_dir: RunDir | Path, cfg: RunConfig, resume: bool = False, restart: bool = False, show_progress: bool = True
 ) -> TrainResult:
     run = RunDir.of(run_dir)
+    check_restart_flags(resume, restart)
     phases = parse_phases(cfg.train.phases)
     index = run.index()
     for folder, _ in phases:
@@ -65,11 +73,13 @@ def pretrain(
         if ctx.is_main and (ctx.mode != "none" or cfg.train.global_batch):  # one process: the bar says enough
             mode = f", {ctx.mode}" if ctx.mode != "none" else ""
             print(f"pretrain: {plan.describe()}{mode}", flush=True)
+        torch.manual_seed(cfg.train.seed)
+        with config_rejections():
+            model = Transformer(cfg.model).to(device)
+        check_optimizer(model, cfg.train, device)  # validate, then delete
         if restart and ctx.is_main:
             shutil.rmtree(run.checkpoints("pretrain"), ignore_errors=True)
         barrier(ctx)
-        torch.manual_seed(cfg.train.seed)
-        model = Transformer(cfg.model).to(device)
         batches = make_batches(run, cfg, phases, seq_len, ctx.rank, ctx.world_size)
         chunk = loss_chunk(cfg)
 
