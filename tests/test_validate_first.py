@@ -18,9 +18,13 @@ def test_a_config_the_model_or_optimizer_rejects_keeps_the_checkpoints(tiny_run)
     assert cli("pretrain", "--run", str(tiny_run), "--max-steps", "3", "--no-progress").returncode == 0
     before = snapshot(tiny_run)
     assert before[0]
-    for bad in ("train.lr=nan", "train.beta1=1.5", "model.init_std=-1"):
+    for bad in ("train.beta1=1.5", "model.init_std=-1"):  # the optimizer, the model's initialisation
         proc = cli("pretrain", "--run", str(tiny_run), "--restart", "--no-progress", "--set", bad)
         assert_one_line_error(proc, "rejects this config", "no checkpoint was touched")
+        assert snapshot(tiny_run) == before, bad
+    for bad in ("train.lr=nan", "train.lr=inf", "train.weight_decay=-1", "train.grad_clip=-0.5"):  # the schema
+        proc = cli("pretrain", "--run", str(tiny_run), "--restart", "--no-progress", "--set", bad)
+        assert_one_line_error(proc, bad.split("=")[0], "finite")
         assert snapshot(tiny_run) == before, bad
 
 
@@ -55,6 +59,8 @@ def test_post_training_restart_with_a_rejected_setting_keeps_its_checkpoints(tin
     assert main([*args, "--max-steps", "2"]) == 0
     before = snapshot(run_dir)
     capsys.readouterr()
-    assert main([*args, "--max-steps", "2", "--restart", "--lr", "nan"]) == 2
+    assert main([*args, "--max-steps", "2", "--restart", "--set", "train.beta1=1.5"]) == 2
     assert "rejects this config" in capsys.readouterr().err
+    assert main([*args, "--max-steps", "2", "--restart", "--lr", "nan"]) == 2
+    assert "sft.lr" in capsys.readouterr().err
     assert snapshot(run_dir) == before

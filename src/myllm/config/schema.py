@@ -1,8 +1,4 @@
-"""The schema of a run's config: one dataclass per section of `config.toml`, each with its checks.
-
-`RunConfig` holds every section; its `validate` stops on an impossible value with one line that
-names the key and the valid choices.
-"""
+"""The schema of a run's config: one dataclass per `config.toml` section; `validate` names the bad key and the fix."""
 
 from __future__ import annotations
 
@@ -11,6 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from myllm.errors import ConfigError, MyLLMError
+
+INF = float("inf")
+NON_NEGATIVE = ("seq_len", "warmup_steps", "time_budget", "weight_decay", "grad_clip")  # [train] keys: finite, >= 0
 
 
 @dataclass
@@ -191,10 +190,10 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "max_steps", "eval_every", "ckpt_every", "keep_last"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} = {getattr(self, name)} must be positive")
-        if self.lr <= 0 or not (0 <= self.min_lr_ratio <= 1):
-            raise ConfigError("train.lr must be > 0 and train.min_lr_ratio in [0, 1]")
-        if self.seq_len < 0 or self.warmup_steps < 0 or self.time_budget < 0:
-            raise ConfigError("train.seq_len, train.warmup_steps and train.time_budget must be >= 0")
+        if not (0 < self.lr < INF) or not (0 <= self.min_lr_ratio <= 1):  # NaN fails every comparison
+            raise ConfigError("train.lr must be a finite number > 0 and train.min_lr_ratio in [0, 1]")
+        if not all(0 <= getattr(self, k) < INF for k in NON_NEGATIVE):
+            raise ConfigError(f"train.{', train.'.join(NON_NEGATIVE)} must be finite numbers >= 0")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"train.device = {self.device!r}; choose auto, cpu or cuda")
         self.compile = str(self.compile).lower()
@@ -248,8 +247,8 @@ class PostTrainConfig:
         for key in ("max_steps", "batch_size", "examples"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{name}.{key} = {getattr(self, key)} must be positive")
-        if self.lr <= 0 or self.lora_rank < 0 or self.lora_alpha <= 0:
-            raise ConfigError(f"{name}.lr and {name}.lora_alpha must be > 0, {name}.lora_rank >= 0")
+        if not (0 < self.lr < INF and 0 < self.lora_alpha < INF and 0 <= self.weight_decay < INF) or self.lora_rank < 0:
+            raise ConfigError(f"{name}.lr, .lora_alpha (> 0) and .weight_decay (>= 0) must be finite; .lora_rank >= 0")
         parse_targets(self.lora_targets)
 
     def train_config(self, base: TrainConfig) -> TrainConfig:
@@ -288,8 +287,8 @@ class DPOConfig(PostTrainConfig):
     batch_size: int = 16
     lr: float = 5e-5  # small: at 1e-4 the default run's fact-QA accuracy fell 4 points, at 5e-4 by 77
     beta: float = 0.1  # strength of the preference; larger stays closer to the reference
-    # Universe pairs: share that are sums (chosen right, rejected off by 1-2). Off: at 0.3 the default
-    # run's DPO kept more arithmetic (14% vs 10%) but GRPO then ended lower (14.5% vs 21%).
+    # Universe pairs: share that are sums (chosen right, rejected off by 1-2). Off: at 0.3 the default run's DPO kept
+    # more arithmetic (14% vs 10%) but GRPO then ended lower (14.5% vs 21%).
     arith_fraction: float = 0.0
 
     def validate(self, name: str = "dpo") -> None:
