@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from myllm.errors import MyLLMError
+
 
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
@@ -87,5 +89,21 @@ def replace_dir(new: Path, path: Path) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """A JSON file myllm wrote; a damaged one (bad bytes, bad JSON, absurd nesting) is one line naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (UnicodeDecodeError, RecursionError, ValueError) as e:
+        raise MyLLMError(f"{path} is damaged ({str(e)[:200]}); restore it, or delete it and re-run the command "
+                         "that wrote it") from None
+
+
+def require_space(folder: str | Path, nbytes: int, what: str) -> None:
+    """Refuse to start writing `what` (about `nbytes`) into `folder` when its filesystem has less free space."""
+    folder = Path(folder)
+    while not folder.exists():  # the folder may be made by the write itself
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if free < nbytes:
+        raise MyLLMError(f"not enough disk space for {what} in {folder}: needs {nbytes:,} bytes, {free:,} free; "
+                         "free some space and re-run (completed work is kept)")

@@ -5,13 +5,18 @@
   schema, so a flag is the same as `--set section.key=value`.
 - `commands.py`: one `cmd_*` function per subcommand, each a few calls into the library.
 
-Errors a user can cause (`MyLLMError`) print one line and exit with status 2; Ctrl-C exits
-with 130 and says how to resume.
+Errors a user can cause (`MyLLMError`) print one line and exit with status 2, and so do the
+machine's own (a full disk, a path that cannot be written): both name the thing and the fix. Ctrl-C
+exits with 130 and says how to resume. Anything else is a bug in myllm: one line saying so, status
+1, and `MYLLM_DEBUG=1` shows its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import shutil
 import sys
 
 from myllm.cli import commands
@@ -42,3 +47,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nmyllm {args.command}: interrupted; completed checkpoints are kept, re-run to resume",
               file=sys.stderr)
         return 130
+    except OSError as e:
+        if os.environ.get("MYLLM_DEBUG"):
+            raise
+        print(f"myllm {args.command}: error: {os_error_message(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - the last line of defence against a traceback
+        if os.environ.get("MYLLM_DEBUG"):
+            raise
+        first = str(e).splitlines()[0][:300] if str(e) else ""
+        print(f"myllm {args.command}: internal error: {type(e).__name__}: {first} (a bug in myllm: please report "
+              "it; MYLLM_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
+
+
+def os_error_message(e: OSError) -> str:
+    """A full disk or an unwritable path, in one line: what, where, and what to do."""
+    where = e.filename or "the output folder"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            free = f"{shutil.disk_usage(os.path.dirname(os.path.abspath(where)) or '.').free:,} bytes free"
+        except OSError:
+            free = "free space unknown"
+        return (f"disk full while writing {where} ({free}); free some space and re-run the same command "
+                "(completed stages and checkpoints are kept, a half-written file is never used)")
+    return f"{e.strerror or e} ({where}); check that path exists and can be read and written, then re-run"

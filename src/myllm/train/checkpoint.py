@@ -9,6 +9,10 @@
   shape, the run fingerprint that says which config produced it, and the SHA-256 of every
   other file (`checksums`), written last.
 
+Every load checks what it reads and says in one line what is wrong: `load_model` verifies the
+weights against their checksum, the model shape in `state.json` against the schema and the tensor
+shapes against that model; `optim.pt` is read with `weights_only=True` and its layout checked.
+
 A checkpoint directory is built in a temp folder and renamed into place, so a directory named
 `step-*` is always complete; the last `keep_last` are kept. A checkpoint whose files do not match
 their checksums (a torn write on a filesystem without atomic rename, a disk error, a partial
@@ -21,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import pickle
 import re
 import shutil
 import sys
@@ -28,11 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from myllm.config import ModelConfig
-from myllm.errors import MyLLMError
-from myllm.io import atomic_dir
+from myllm.errors import ConfigError, MyLLMError
+from myllm.io import atomic_dir, require_space
 
 STEP_DIR = re.compile(r"^step-(\d{6,})$")
 
@@ -46,9 +52,13 @@ def save_checkpoint(
     keep_last: int,
 ) -> Path:
     path = root / f"step-{step:06d}"
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    weights = {k: v.detach() for k, v in model.state_dict().items() if k not in frozen}
+    moments = 2 if optimizer is not None else 0  # AdamW keeps two moments per trained weight
+    require_space(root, (1 + moments) * sum(v.numel() * v.element_size() for v in weights.values()) + (1 << 20),
+                  f"checkpoint step {step}")
     with atomic_dir(path) as tmp:
-        frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-        weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in frozen}
+        weights = {k: v.contiguous().cpu() for k, v in weights.items()}
         save_file(weights, str(tmp / "model.safetensors"))
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
@@ -95,10 +105,13 @@ def write_state(folder: Path, state: dict[str, Any]) -> None:
 def checkpoint_problem(path: Path) -> str | None:
     """Why checkpoint `path` cannot be trusted (unreadable state, missing or changed file), or None."""
     try:
-        state = json.loads((path / "state.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        return f"state.json unreadable ({e})"
-    for name, digest in state.get("checksums", {}).items():
+        state = read_state(path)
+    except MyLLMError:
+        return "state.json is unreadable"
+    checksums = state.get("checksums")
+    if not isinstance(checksums, dict):
+        return "state.json lists no checksums"
+    for name, digest in checksums.items():
         f = path / name
         if not f.is_file():
             return f"{name} is missing"
@@ -108,12 +121,21 @@ def checkpoint_problem(path: Path) -> str | None:
 
 
 def latest_valid_checkpoint(root: Path) -> Path | None:
-    """The newest checkpoint whose files match their checksums; torn ones are named and skipped."""
+    """The newest checkpoint whose files match their checksums; torn ones are named and skipped.
+
+    None if there is no checkpoint; if there are some but every one is torn, that is an error (the
+    caller would otherwise start over and replace them)."""
+    torn = []
     for path in reversed(list_checkpoints(root)):
         problem = checkpoint_problem(path)
         if problem is None:
+            for bad, why in torn:
+                print(f"myllm: checkpoint {bad} is torn ({why}); using the one before it", file=sys.stderr)
             return path
-        print(f"myllm: checkpoint {path} is torn ({problem}); using the one before it", file=sys.stderr)
+        torn.append((path, problem))
+    if torn:
+        raise MyLLMError(f"every checkpoint in {root} is damaged ({torn[0][0].name}: {torn[0][1]}); restore them, "
+                         "or start over with --restart")
     return None
 
 
@@ -132,9 +154,45 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 def read_state(path: Path) -> dict[str, Any]:
     try:
-        return json.loads((path / "state.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise MyLLMError(f"checkpoint {path} is unreadable ({e}); delete it to fall back to an older one") from None
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, RecursionError, ValueError) as e:
+        raise MyLLMError(f"checkpoint {path} is unreadable (state.json: {e}); delete it to fall back to an older one, "
+                         "or re-run the stage with --restart") from None
+    if not isinstance(state, dict):
+        raise MyLLMError(f"checkpoint {path}: state.json is not a JSON object; delete the checkpoint to fall back to "
+                         "an older one, or re-run the stage with --restart")
+    return state
+
+
+def verify_file(path: Path, name: str) -> Path:
+    """`path/name`, if it matches the checksum `state.json` gives it (else one line: damaged, what to do)."""
+    checksums = read_state(path).get("checksums")
+    digest = checksums.get(name) if isinstance(checksums, dict) else None
+    if digest is None:
+        raise MyLLMError(f"checkpoint {path}: state.json has no checksum for {name}, so it cannot be trusted; "
+                         "re-run the stage that wrote it")
+    if not (path / name).is_file() or file_sha256(path / name) != digest:
+        raise MyLLMError(f"checkpoint {path}: {name} is missing or does not match its checksum (damaged or edited); "
+                         "restore it, delete the checkpoint to use an older one, or re-run the stage with --restart")
+    return path / name
+
+
+def model_config_of(path: Path) -> ModelConfig:
+    """The model shape a checkpoint's `state.json` records, checked like any config."""
+    saved = read_state(path).get("model_config")
+    try:
+        if not isinstance(saved, dict):
+            raise TypeError("missing")
+        cfg = ModelConfig(**saved)
+        for f in dataclasses.fields(cfg):
+            value, kind = getattr(cfg, f.name), type(f.default)
+            if not (type(value) is kind or (kind is float and type(value) is int)):
+                raise TypeError(f"{f.name} = {value!r} is not a {kind.__name__}")
+        cfg.validate()
+    except (TypeError, ConfigError) as e:
+        raise MyLLMError(f"checkpoint {path}: the model_config in state.json is damaged ({e}); restore the "
+                         "checkpoint, or re-run the stage with --restart") from None
+    return cfg
 
 
 def check_compatible(path: Path, cfg: ModelConfig) -> None:
@@ -151,8 +209,17 @@ def check_compatible(path: Path, cfg: ModelConfig) -> None:
 
 
 def load_weights(path: Path, model: torch.nn.Module) -> None:
-    weights = load_file(str(path / "model.safetensors"), device="cpu")
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    try:
+        weights = load_file(str(path / "model.safetensors"), device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise MyLLMError(f"checkpoint {path}: model.safetensors cannot be read ({e}); restore it, or re-run the "
+                         "stage with --restart") from None
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as e:  # a tensor of another shape
+        shown = " ".join(str(e).split())[:300]
+        raise MyLLMError(f"checkpoint {path} holds weights of another shape than its model config ({shown}); "
+                         "it was damaged or written by a different config") from None
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     missing = [k for k in missing if k not in frozen]  # frozen weights come from the base checkpoint
     if missing or unexpected:
@@ -163,39 +230,84 @@ def load_weights(path: Path, model: torch.nn.Module) -> None:
 
 
 def load_training_state(path: Path, optimizer: torch.optim.Optimizer | None) -> None:
-    blob = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)
-    if optimizer is not None and blob["optimizer"] is not None:
-        optimizer.load_state_dict(blob["optimizer"])
-    torch.set_rng_state(blob["rng"]["torch"])
-    if "cuda" in blob["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(blob["rng"]["cuda"])
+    """Optimizer moments and RNG states from `optim.pt`: tensors and plain values only, never code."""
+    damaged = (f"checkpoint {path}: optim.pt is damaged or not written by myllm ({{}}); delete the checkpoint to "
+               "fall back to an older one, or start over with --restart")
+    try:
+        blob = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)
+        rng = blob["rng"]
+        if optimizer is not None and blob["optimizer"] is not None:
+            optimizer.load_state_dict(blob["optimizer"])
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError,
+            IndexError) as e:
+        raise MyLLMError(damaged.format(str(e).splitlines()[0][:200] if str(e) else type(e).__name__)) from None
 
 
-def load_model(path: Path, device: str | torch.device = "cpu"):
+def load_model(path: Path, device: str | torch.device = "cpu", _bases_left: int = 8):
     """A Transformer with the weights of checkpoint `path` (a `step-*` directory), in eval mode."""
     from myllm.model import Transformer
 
     if not (path / "model.safetensors").is_file():
         raise MyLLMError(f"{path} is not a checkpoint (no model.safetensors); run pretraining first")
     state = read_state(path)
+    verify_file(path, "model.safetensors")
     if state.get("lora"):
         from myllm.train.lora import apply_lora, merge_lora
 
-        model = load_model(base_checkpoint(path), device)
-        apply_lora(model, **state["lora"])
+        if _bases_left <= 0:
+            raise MyLLMError(f"checkpoint {path}: its chain of LoRA base checkpoints does not end; "
+                             "re-run the stage with --restart")
+        model = load_model(base_checkpoint(path), device, _bases_left - 1)
+        try:
+            apply_lora(model, **state["lora"])
+        except (TypeError, ValueError, MyLLMError) as e:
+            raise MyLLMError(f"checkpoint {path}: its LoRA settings in state.json are damaged ({e}); "
+                             "re-run the stage with --restart") from None
         load_weights(path, model)
         return merge_lora(model).eval()
-    model = Transformer(ModelConfig(**state["model_config"]))
+    cfg = model_config_of(path)
+    check_shapes(path, cfg)
+    model = Transformer(cfg)
     load_weights(path, model)
     return model.to(device).eval()
+
+
+def check_shapes(path: Path, cfg: ModelConfig) -> None:
+    """The weights' shapes (from the safetensors header) against the model `cfg` builds, before any memory is
+    allocated: a model_config that does not match its weights is one line, not a failed allocation."""
+    from myllm.model import Transformer
+
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in Transformer(cfg).state_dict().items()}
+        with safe_open(str(path / "model.safetensors"), "pt") as f:
+            saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise MyLLMError(f"checkpoint {path}: model.safetensors cannot be read ({e}); restore it, or re-run the "
+                         "stage with --restart") from None
+    except (RuntimeError, OverflowError, ValueError, TypeError, MemoryError) as e:
+        raise MyLLMError(f"checkpoint {path}: the model_config in state.json describes no buildable model "
+                         f"({str(e)[:200]}); restore the checkpoint, or re-run the stage with --restart") from None
+    wrong = [f"{k} {saved[k]} vs {expected[k]}" for k in saved if k in expected and saved[k] != expected[k]]
+    if wrong:
+        raise MyLLMError(f"checkpoint {path} holds weights of another shape than its model config ({wrong[0]}"
+                         f"{f' and {len(wrong) - 1} more' if len(wrong) > 1 else ''}); it was damaged or written "
+                         "by a different config")
 
 
 def base_checkpoint(path: Path) -> Path:
     """The checkpoint a fine-tuning checkpoint started from (`state.json` "base", relative to the run)."""
     base = read_state(path).get("base")
-    if not base:
+    if not base or not isinstance(base, str):
         raise MyLLMError(f"checkpoint {path} names no base checkpoint")
-    full = path.parents[2] / base  # <run>/checkpoints/<stage>/step-N -> <run>
+    run = path.parents[2]  # <run>/checkpoints/<stage>/step-N -> <run>
+    full = run / base
+    if not full.resolve().is_relative_to(run.resolve()) or full.resolve() == path.resolve():
+        raise MyLLMError(f"checkpoint {path} names base {base!r}, which is not another checkpoint of its run; "
+                         "re-run the stage with --restart")
     if not (full / "model.safetensors").is_file():
         raise MyLLMError(f"checkpoint {path} holds LoRA adapters for {full}, which is missing; "
                          "restore it or re-run the stage that wrote it")

@@ -7,6 +7,12 @@ AdamW moments, in parallel, no gather), `model.safetensors` (the full weights, g
 file). The folder is built as `.step-N.dcp.tmp` by all ranks and renamed by rank 0 once all are
 done, so a `step-*` folder is complete, as for unsharded checkpoints.
 
+DCP describes the shards in `dcp/.metadata`, a pickle, and stores non-tensor values (optimizer
+hyperparameters) as pickles too; torch's reader unpickles both with no restriction, so a planted
+file would run code. `SafeReader` and `SafePlanner` read the same files through an unpickler that
+only builds DCP's own metadata classes, and `torch.load(weights_only=True)`: a checkpoint cannot
+execute anything, whoever wrote its checksums.
+
 A sharded checkpoint resumes only on the same world size: its loader positions and shards are
 per rank, so any other world size is refused with a clear message. A full (DDP or single-process)
 checkpoint resumes on any world size, not bit-exactly (see README).
@@ -15,6 +21,8 @@ checkpoint resumes on any world size, not bit-exactly (see README).
 from __future__ import annotations
 
 import dataclasses
+import io
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,6 +30,10 @@ from typing import Any
 import torch
 import torch.distributed.checkpoint as dcp
 from safetensors.torch import save_file
+from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
+from torch.distributed.checkpoint._traverse import set_element  # what DefaultLoadPlanner.load_bytes uses
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -31,7 +43,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from myllm.errors import MyLLMError
 from myllm.io import replace_dir
-from myllm.train.checkpoint import prune, read_state, write_state
+from myllm.train.checkpoint import load_training_state, prune, read_state, write_state
 from myllm.train.distributed import DistContext, barrier
 
 
@@ -65,11 +77,70 @@ def load_sharded(path: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
     """Load weights and AdamW moments of a sharded checkpoint into an FSDP2 model of the same world size."""
     check_world_size(path, ctx)
     model_sd, optim_sd = get_state_dict(model, optimizer)
-    blob = {"model": model_sd, "optim": optim_sd}
-    dcp.load(blob, checkpoint_id=str(path / "dcp"))
+    blob = read_dcp(path / "dcp", {"model": model_sd, "optim": optim_sd})
     set_state_dict(model, optimizer, model_state_dict=blob["model"], optim_state_dict=blob["optim"])
-    rng = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)["rng"]
-    torch.set_rng_state(rng["torch"])
+    load_training_state(path, None)  # optim.pt holds only the RNG states here
+
+
+def read_dcp(folder: Path, blob: dict[str, Any]) -> dict[str, Any]:
+    """Fill `blob` (a state dict of the right shapes) from the DCP folder, never unpickling anything unsafe."""
+    try:
+        SafeReader(folder).read_metadata()  # first on its own, so a refused file is refused before DCP logs
+        dcp.load(blob, storage_reader=SafeReader(folder), planner=SafePlanner())
+    except (CheckpointException, pickle.UnpicklingError, EOFError, OSError, ValueError, AssertionError,
+            AttributeError, TypeError) as e:
+        shown = str(e).splitlines()[-1][:300] if str(e) else type(e).__name__
+        raise MyLLMError(f"sharded checkpoint {folder.parent} cannot be read safely ({shown}); "
+                         "delete it to fall back to an older one, or start over (--restart)") from None
+    return blob
+
+
+# Everything `dcp/.metadata` may name: DCP's own dataclasses and enums, and the torch types in them.
+SAFE_METADATA_GLOBALS = {
+    ("torch.distributed.checkpoint.metadata", name) for name in (
+        "Metadata", "MetadataIndex", "TensorStorageMetadata", "BytesStorageMetadata", "ChunkStorageMetadata",
+        "TensorProperties", "StorageMeta", "_MEM_FORMAT_ENCODING")
+} | {("torch.distributed.checkpoint.filesystem", "_StorageInfo"), ("torch", "Size"),
+     ("torch.serialization", "_get_layout"),  # a layout by its name, looked up among torch's layouts
+     ("collections", "OrderedDict"), ("pathlib", "PosixPath")}
+
+
+class MetadataUnpickler(pickle.Unpickler):
+    """Unpickles DCP metadata only: any other class or function in the file is refused, never called."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in SAFE_METADATA_GLOBALS or (module == "torch" and isinstance(getattr(torch, name, None),
+                                                                                          torch.dtype)):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"dcp/.metadata names {module}.{name}, which a checkpoint never holds")
+
+
+class SafeReader(FileSystemReader):
+    """torch's DCP file reader, with the metadata read by `MetadataUnpickler` and stream transforms refused."""
+
+    def read_metadata(self, *args: Any, **kwargs: Any):
+        with open(self._get_metadata_path(kwargs.get("rank")), "rb") as f:
+            metadata = MetadataUnpickler(f).load()
+        if not isinstance(metadata, Metadata) or not isinstance(metadata.storage_data, dict):
+            raise pickle.UnpicklingError("dcp/.metadata does not hold DCP metadata")
+        if any(getattr(info, "transform_descriptors", None) for info in metadata.storage_data.values()):
+            raise pickle.UnpicklingError("dcp/.metadata asks for stream transforms, which myllm never writes")
+        if metadata.storage_meta is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+class SafePlanner(DefaultLoadPlanner):
+    """Non-tensor values (optimizer hyperparameters) read with `torch.load(weights_only=True)`, as tensors are
+    (torch's planner reads them with weights_only=False); otherwise as `DefaultLoadPlanner.load_bytes`."""
+
+    def load_bytes(self, read_item, value: io.BytesIO) -> None:
+        loaded = torch.load(value, weights_only=True)
+        if self.flatten_state_dict:
+            set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], loaded)
+        else:
+            self.state_dict[read_item.dest_index.fqn] = loaded
 
 
 def check_world_size(path: Path, ctx: DistContext) -> None:
