@@ -3,15 +3,17 @@ mid-write (issue 16)."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from conftest import TINY, Interrupt, save_trained_like_checkpoint, write_folder_corpus
+from conftest import TINY, Interrupt, write_folder_corpus
 from myllm import universe
 from myllm.config import MODEL_PRESETS, ModelConfig
 from myllm.evals.bpb import run_bpb
@@ -24,8 +26,8 @@ from myllm.export.gguf import export_gguf
 from myllm.export.hf import export_hf
 from myllm.infer.engine import SamplingParams, beam_search, fit_prompt, generate, generate_many, generate_uncached
 from myllm.model import Transformer
-from myllm.rundir import RunDir
 from myllm.run import prepare_run_dir, stage_corpus, stage_shards, stage_tokenizer
+from myllm.rundir import RunDir
 from myllm.tokenizer import train_tokenizer
 from myllm.train.pretrain import pretrain
 from myllm.universe import tasks
@@ -119,8 +121,6 @@ def no_val_run(tmp_path_factory):
 
 
 def test_an_empty_val_split_reports_no_val_bpb_never_zero(no_val_run, tmp_path, capsys):
-    import shutil
-
     run, cfg = tmp_path / "run", no_val_run[1]
     shutil.copytree(no_val_run[0], run)
     result = pretrain(run, cfg, show_progress=False)
@@ -232,8 +232,6 @@ def test_an_interrupted_swap_puts_the_earlier_export_back_at_once(tiny_model_run
     out = tmp_path / "hf"
     export_hf(tiny_model_run, out)
     before = snapshot(out)
-    from pathlib import Path
-
     rename = Path.rename
     monkeypatch.setattr(Path, "rename", lambda self, target: (_ for _ in ()).throw(KeyboardInterrupt)
                         if self.name.endswith(".tmp") else rename(self, target))
@@ -258,8 +256,6 @@ def test_exports_never_replace_what_is_not_an_export(tiny_model_run, tmp_path):
 
 
 def test_a_killed_quantize_leaves_nothing_after_the_next_one(tiny_model_run, tmp_path, monkeypatch):
-    import shutil
-
     from myllm.export.quantize import quantize_run
     from myllm.infer import quant
 
