@@ -44,8 +44,10 @@ def test_stop_token_and_context_limit(model):
     stop = greedy[3]
     out = generate(model, [1, 5], SamplingParams(max_new_tokens=20, temperature=0, stop_ids=(stop,)))
     assert out == greedy[: greedy.index(stop)]
-    long_prompt = list(range(2, 2 + model.cfg.context - 5))
-    assert len(generate(model, long_prompt, SamplingParams(max_new_tokens=50, temperature=0))) == 5
+    long_prompt = list(range(2, 2 + model.cfg.context - 5))  # too long for 50 more: its last context - 50 stay
+    greedy = SamplingParams(max_new_tokens=50, temperature=0)
+    cut = generate(model, long_prompt, greedy)
+    assert len(cut) == 50 and cut == generate(model, long_prompt[-(model.cfg.context - 50):], greedy)
 
 
 def test_top_k_and_top_p_filters():

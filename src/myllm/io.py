@@ -1,7 +1,8 @@
 """Atomic writes: every stage output appears whole or not at all (temp file + rename).
 
 A crash mid-write leaves a `*.tmp*` file behind, never a truncated output, so a stage
-whose output exists is complete.
+whose output exists is complete. A writer that can be killed often (an export) calls
+`remove_leftovers` before it writes, so those temps never pile up.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -81,11 +83,47 @@ def replace_dir(new: Path, path: Path) -> None:
         old = path.with_name(f".{path.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         path.rename(old)
-        new.rename(path)
+        try:
+            new.rename(path)
+        except BaseException:
+            old.rename(path)  # the earlier output back in place (a kill here: `remove_leftovers` does it)
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         new.rename(path)
     _fsync_dir(path.parent)
+
+
+def remove_leftovers(path: str | Path) -> list[Path]:
+    """Clean up after killed writes of `path`; return what was removed.
+
+    Removes the temps that `atomic_open` / `atomic_dir` name after `path` (`.NAME.XXXXXXXX.tmp`,
+    the 8 characters `tempfile` draws: nothing else matches) and finishes a `replace_dir` killed
+    between its two renames: `path` gone and `.NAME.old` present means the earlier output is
+    whole in `.NAME.old`, so it is put back; beside an existing `path` it is removed. Not for a
+    path that two processes write at once (each would remove the other's temp).
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    old = path.with_name(f".{path.name}.old")
+    if old.is_dir() and not old.is_symlink():
+        if not path.exists() and not path.is_symlink():
+            old.rename(path)  # the earlier output, whole: the kill came before the new one moved in
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+            removed.append(old)
+    temp = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+    for stale in path.parent.iterdir():
+        if temp.fullmatch(stale.name):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+            removed.append(stale)
+    return removed
 
 
 def read_json(path: str | Path) -> Any:

@@ -12,6 +12,13 @@ post-training stage saw):
 A chat model is asked through the chat template. The pretrained base model has never seen
 the template, so it is asked few-shot, in plain text ("Question: ...\\nAnswer: ...") with
 four solved examples about train people and train problems, and its reply ends at a newline.
+
+Short contexts: a prompt must leave room for the reply (`MAX_REPLY_TOKENS`, or half the
+context if that is less, so a tiny model still gets a question to answer). The few-shot prompt
+keeps as many solved examples as fit (the first ones are dropped), so it still starts with a
+whole question, as a document does; a prompt that does not fit even so, with no examples or in
+the chat template, keeps its last tokens (`myllm.infer.engine.fit_prompt`, lm-eval's rule).
+Every item is still asked and counted.
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ class Asker:
 
     def __init__(self, model: Transformer, tok: Tokenizer, few_shot: str | None = None):
         self.model, self.tok, self.few_shot = model, tok, few_shot
+        self.shots = [f"{shot}\n\n" for shot in (few_shot or "").split("\n\n") if shot]
+        self.reply_tokens = min(MAX_REPLY_TOKENS, model.cfg.context // 2)
         if few_shot is None:
             self.stops = stop_ids(tok)
         else:  # plain text: the answer ends at its line
@@ -58,11 +67,16 @@ class Asker:
         if self.few_shot is None:
             return prompt_ids(self.tok, messages)
         question = messages[-1]["content"]
-        return [self.tok.bos_id] + self.tok.encode(f"{self.few_shot}Question: {question}\nAnswer:")
+        room = self.model.cfg.context - self.reply_tokens
+        for first in range(len(self.shots) + 1):  # drop the first examples until the prompt fits
+            ids = [self.tok.bos_id] + self.tok.encode(f"{''.join(self.shots[first:])}Question: {question}\nAnswer:")
+            if len(ids) <= room:
+                break
+        return ids
 
     def replies(self, prompts: list[list[dict[str, str]]], temperature: float = 0.0, seed: int = 0) -> list[str]:
         """One reply per prompt (a messages list), greedy at temperature 0."""
-        params = SamplingParams(max_new_tokens=MAX_REPLY_TOKENS, temperature=temperature, stop_ids=self.stops,
+        params = SamplingParams(max_new_tokens=self.reply_tokens, temperature=temperature, stop_ids=self.stops,
                                 seed=seed)
         outs = generate_many(self.model, [self.ids(m) for m in prompts], params)
         return [self.tok.decode([t for t in out if t not in self.stops]).strip() for out in outs]

@@ -32,7 +32,9 @@ def probe_accuracy(
         full = [tokenizer.bos_id] + tokenizer.encode(p.prompt + p.answer)
         if full[: len(prompt)] != prompt:  # answer merged into the prompt's last token: use the joint spelling
             prompt = full[: len(prompt) - 1]
-        rows.append((full[-model.cfg.context :], len(full) - len(prompt)))
+        # Too long for the context: keep the last tokens, as lm-eval does (the answer is at the end).
+        ids = full[-model.cfg.context :]
+        rows.append((ids, min(len(full) - len(prompt), len(ids) - 1)))
     correct = []
     for i in range(0, len(rows), batch_size):
         chunk = rows[i : i + batch_size]

@@ -150,6 +150,11 @@ def build_run_report(run_dir: RunDir | Path) -> str:
         acc = "-" if r.get("probe_accuracy") is None else f"{r['probe_accuracy']:.1%}"
         lines.append(f"| {r['name']} | {_fmt(r.get('val_bpb'))} | {_fmt(r.get('test_bpb'))} | "
                      f"{_fmt(r.get('floor_val_bpb'))} | {_fmt(r.get('ratio'), 3)} | {acc} | {' | '.join(pct)} |")
+    empty = [split for split in ("val", "test") if f"{split}_bpb" in summary and summary[f"{split}_bpb"] is None]
+    if empty:  # say why the cells are empty: "-" there means no data, not a score of 0
+        splits = f"{' and '.join(empty)} split" + ("s have" if len(empty) > 1 else " has")
+        lines += ["", f"No {' or '.join(empty)} data: the {splits} no tokens, so there is no bpb (n/a, not 0); "
+                  "give the corpus more documents."]
     lines += ["", "## Samples", "", "| prompt | completion |", "|---|---|"]
     lines += [f"| {_cell(s['prompt']) or '(empty)'} | {_cell(s['completion'])} |" for s in summary.get("samples", [])]
     plots = write_run_plots(run, read_metrics(run), summary)

@@ -44,10 +44,9 @@ def stage_metrics(run_dir: RunDir | Path, cfg: RunConfig, model: Transformer, fe
         tok = Tokenizer.load(run.tokenizer_file)
         scores = evaluate_chat(model, tok, prompts, few_shot_prefix(world) if few_shot else None, cfg.sample.seed)
         out.update({k: round(v, 4) for k, v in scores.items()})
-    if val_bpb is not None:
-        out["val_bpb"] = val_bpb
-    elif (result := run_bpb(run, model, cfg, "val", device)) is not None:
-        out["val_bpb"] = round(result["bpb"], 5)
+    if val_bpb is None and (result := run_bpb(run, model, cfg, "val", device)) is not None:
+        val_bpb = round(result["bpb"], 5)
+    out["val_bpb"] = val_bpb  # None: the val split is empty (n/a, not 0.0)
     return out
 
 

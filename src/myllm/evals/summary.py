@@ -58,15 +58,14 @@ def evaluate_run(run_dir: RunDir | Path, cfg: RunConfig) -> dict[str, Any]:
         "epochs": round(state["tokens"] / max(index["splits"]["train"]["tokens"], 1), 3),
         "corpus": {s: {**manifest["splits"][s], "tokens": index["splits"][s]["tokens"]} for s in index["splits"]},
     }
-    for split in ("val", "test"):
-        if (result := run_bpb(run, model, cfg, split, device)) is None:
-            continue
-        summary[f"{split}_loss"] = round(result["loss"], 5)
-        summary[f"{split}_bpb"] = round(result["bpb"], 5)
+    for split in ("val", "test"):  # an empty split: None ("n/a"), never 0.0 (myllm.evals.bpb)
+        result = run_bpb(run, model, cfg, split, device)
+        summary[f"{split}_loss"] = None if result is None else round(result["loss"], 5)
+        summary[f"{split}_bpb"] = None if result is None else round(result["bpb"], 5)
     if universe is not None:
         for split in ("train", "val", "test"):
             summary[f"floor_{split}_bpb"] = round(universe["floor"][split]["bpb"], 5)
-        if "val_bpb" in summary:
+        if summary["val_bpb"] is not None:
             summary["val_bpb_over_floor"] = round(summary["val_bpb"] / summary["floor_val_bpb"], 4)
         probes = [SimpleNamespace(**p) for p in universe["probes"]]
         result = probe_accuracy(model, tok, probes)
@@ -96,7 +95,9 @@ def format_summary(s: dict[str, Any]) -> str:
     lines.append(f"model      {s['params']:,} parameters; trained on {s['tokens_trained']:,} tokens "
                  f"({s['epochs']:.2f} epochs) in {s['train_seconds']:.0f}s")
     for split in ("val", "test"):
-        if f"{split}_bpb" in s:
+        if f"{split}_bpb" in s and s[f"{split}_bpb"] is None:
+            lines.append(f"{split:<5}bpb  n/a (no {split} data: the {split} split has no tokens)")
+        elif f"{split}_bpb" in s:
             floor = s.get(f"floor_{split}_bpb")
             extra = f"   floor {floor:.4f}  ratio {s[f'{split}_bpb'] / floor:.3f}" if floor else ""
             lines.append(f"{split:<5}bpb  {s[f'{split}_bpb']:.4f}{extra}")

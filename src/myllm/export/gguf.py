@@ -20,7 +20,10 @@ What goes in, and why:
 - **Types**: `f32`, `f16`, `q8_0`, `q4_0` for 2-D weights (llama.cpp's own block formats,
   quantized by the `gguf` package); norm gains always stay F32.
 
-The file is written to a temp name beside `out` and renamed: it appears whole or not at all.
+The file is written to a temp name beside `out` (`.NAME.XXXXXXXX.tmp`) and renamed: it appears
+whole or not at all, and an earlier export at `out` stays as it was until then. An error or
+Ctrl-C removes the temp; a temp that a kill left behind is removed by the next export to `out`
+(`myllm.io.remove_leftovers`). An existing `out` that is not a GGUF file is never overwritten.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import torch
 
 from myllm.chat import CHAT_TEMPLATE
 from myllm.errors import MyLLMError
+from myllm.io import remove_leftovers
 from myllm.rundir import RunDir
 from myllm.tokenizer import SPECIAL_TOKENS
 from myllm.train.checkpoint import load_model
@@ -96,6 +100,21 @@ def _tensor_data(w: np.ndarray, kind: str):
     return gguf.quants.quantize(w.astype(np.float32), qtype), qtype
 
 
+def check_out(out: Path) -> None:
+    """Refuse an `out` that an export must not replace: a folder, or a file that is not a GGUF file."""
+    if out.is_dir():
+        raise MyLLMError(f"--out {out} is a folder; give a file name, e.g. {out / 'model.gguf'}")
+    if out.exists():
+        try:
+            with open(out, "rb") as f:
+                magic = f.read(4)
+        except OSError as e:
+            raise MyLLMError(f"--out {out} cannot be read ({e.strerror}); pick another --out") from None
+        if magic != b"GGUF":
+            raise MyLLMError(f"--out {out} exists and is not a GGUF file; it is left as it is: "
+                             "pick another --out or move it away")
+
+
 def export_gguf(run_dir: RunDir | str | Path, out: str | Path, kind: str = "f16", stage: str | None = None) -> Path:
     """Write the run's final model (or `stage`'s) as a GGUF file of weight type `kind`; return `out`."""
     import gguf
@@ -103,6 +122,7 @@ def export_gguf(run_dir: RunDir | str | Path, out: str | Path, kind: str = "f16"
     if kind not in TYPES:
         raise MyLLMError(f"--type {kind!r} is not supported; pick one of {', '.join(TYPES)}")
     run, out = RunDir.of(run_dir), Path(out)
+    check_out(out)
     run.require_tokenizer()
     ckpt = run.model_checkpoint(stage)
     model = load_model(ckpt)
@@ -113,7 +133,8 @@ def export_gguf(run_dir: RunDir | str | Path, out: str | Path, kind: str = "f16"
     tokens, types, merges = vocab_tokens(run.tokenizer_file, cfg.vocab_size)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    remove_leftovers(out)  # what killed exports to `out` left
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")  # atomic_open's names
     os.close(fd)
     try:
         w = gguf.GGUFWriter(tmp, "llama")

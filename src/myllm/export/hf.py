@@ -16,8 +16,12 @@ EOS: `<|end|>` closes every chat turn, so it is the tokenizer's `eos_token` and 
 generation config's `eos_token_id` list; the list also holds the other markers that MyLLM's chat
 stops at (`myllm.chat.stop_ids`), so `model.generate` stops where `myllm chat` does.
 
-The directory is built in a temp folder next to `out` and renamed into place: it appears whole or
-not at all.
+The directory is built in a temp folder next to `out` (`.NAME.XXXXXXXX.tmp`) and renamed into
+place: it appears whole or not at all, and an earlier export at `out` stays as it was until then.
+An error or Ctrl-C removes the temp folder; what a kill left (the temp folder, or the earlier
+export moved aside as `.NAME.old` mid-swap, which is put back) is cleaned up by the next export to
+`out` (`myllm.io.remove_leftovers`). An existing `out` is replaced only if it is an earlier export
+(it holds `myllm_export.json`) or an empty folder, never a folder of other files.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from safetensors.torch import save_file
 
 from myllm.chat import CHAT_TEMPLATE
 from myllm.config import ModelConfig, SampleConfig, load_run_config
-from myllm.io import atomic_dir
+from myllm.errors import MyLLMError
+from myllm.io import atomic_dir, remove_leftovers
 from myllm.rundir import RunDir
 from myllm.tokenizer import SPECIAL_TOKENS
 from myllm.train.checkpoint import load_model
@@ -101,9 +106,20 @@ def tokenizer_config() -> dict[str, Any]:
     }
 
 
+def check_out(out: Path) -> None:
+    """Refuse an `out` that an export must not replace: a file, or a folder that is not an earlier export."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise MyLLMError(f"--out {out} exists and is not a folder; pick another --out")
+    if out.is_dir() and any(out.iterdir()) and not (out / "myllm_export.json").is_file():
+        raise MyLLMError(f"--out {out} is a folder of other files (no myllm_export.json); it is left as it "
+                         "is: pick a new or empty folder")
+
+
 def export_hf(run_dir: RunDir | str | Path, out: str | Path, stage: str | None = None) -> Path:
     """Write the HF directory for the run's final model (or `stage`'s) to `out`; return `out`."""
     run, out = RunDir.of(run_dir), Path(out)
+    remove_leftovers(out)  # what killed exports to `out` left; puts back an earlier export caught mid-swap
+    check_out(out)
     run.require_tokenizer()
     ckpt = run.model_checkpoint(stage)
     model = load_model(ckpt)  # LoRA adapters are merged here

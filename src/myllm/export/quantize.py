@@ -11,6 +11,7 @@ from pathlib import Path
 
 from myllm.evals.bpb import run_bpb
 from myllm.infer.quant import load_quantized, quantize_model, save_quantized
+from myllm.io import remove_leftovers
 from myllm.rundir import RunDir
 from myllm.train.checkpoint import load_model
 
@@ -23,6 +24,7 @@ def quantize_run(run_dir: RunDir | str | Path, bits: int, group_size: int | None
     run.require_tokenizer()
     ckpt = run.model_checkpoint(stage)
     model = load_model(ckpt)
+    remove_leftovers(run.quantized(cfg.quant.bits))  # temps of killed writes (save_quantized is atomic)
     out = save_quantized(quantize_model(load_model(ckpt), cfg.quant.bits, cfg.quant.group_size),
                          run.quantized(cfg.quant.bits), str(ckpt))
     fp32_bytes = sum(v.numel() * 4 for v in model.state_dict().values())

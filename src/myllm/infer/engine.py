@@ -9,6 +9,12 @@ Sampling: penalties first (see `penalize`), then `temperature=0` is greedy; othe
 logits / temperature, then optional top-k and top-p (nucleus) filtering, then a draw from a
 seeded generator, so the same seed gives the same text.
 
+A prompt too long for the context is cut from the left, as lm-eval does: every path here
+(`stream`, `generate_many`, `beam_search`) keeps its last `context - max_new_tokens` tokens
+(`fit_prompt`), so the reply always has its full budget and no position passes the context
+(the RoPE table and the KV cache end there). The server refuses such a prompt instead (HTTP
+400, as the OpenAI API does); `myllm chat` drops the oldest turns first.
+
 `Decoder` holds one sequence's KV cache and its one-token step, eager or compiled (`stream`
 allocates an eager one when none is given). Also here: `beam_search`. Many prompts of
 different lengths decoding together, one sequence joining as another leaves, is
@@ -87,6 +93,16 @@ def next_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Ge
     logits = filter_logits(logits.float() / params.temperature, params.top_k, params.top_p)
     probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def fit_prompt(prompt: list[int], context: int, max_new_tokens: int) -> list[int]:
+    """`prompt`, or its last `context - max_new_tokens` tokens if it leaves less room than that.
+
+    At least one prompt token is kept (a budget of the whole context leaves it one token); a
+    prompt that fits is returned as is.
+    """
+    room = context - min(max(max_new_tokens, 0), context - 1)
+    return prompt[-room:] if len(prompt) > room else prompt
 
 
 # Inductor options for a compiled decode step: `freezing` folds the (fixed) weights into the
@@ -168,7 +184,7 @@ def stream(model: Transformer, prompt: list[int], params: SamplingParams,
         raise ValueError("the prompt must contain at least one token (e.g. the BOS token)")
     device = model.embed_tokens.weight.device
     context = decoder.max_len if decoder is not None else model.cfg.context
-    prompt = prompt[-context:]  # keep the most recent context if the prompt is too long
+    prompt = fit_prompt(prompt, context, params.max_new_tokens)
     budget = min(params.max_new_tokens, context - len(prompt))
     if budget <= 0:
         return
@@ -210,8 +226,8 @@ def generate_uncached(model: Transformer, prompt: list[int], params: SamplingPar
     generator = None
     if params.seed is not None:
         generator = torch.Generator(device=device).manual_seed(params.seed)
-    seq, out = list(prompt), []
-    for _ in range(min(params.max_new_tokens, model.cfg.context - len(prompt))):
+    seq, out = fit_prompt(list(prompt), model.cfg.context, params.max_new_tokens), []
+    for _ in range(min(params.max_new_tokens, model.cfg.context - len(seq))):
         logits = model(torch.tensor([seq], device=device))[:, -1]
         tok = int(next_token(logits, params, generator).item())
         if tok in params.stop_ids:
@@ -228,9 +244,13 @@ def generate_many(model: Transformer, prompts: list[list[int]], params: Sampling
     so a trainer can teach stopping) or at `max_new_tokens`; GRPO samples its groups with this.
 
     Prompts of the same length are decoded together as one batch (no padding, so every row
-    computes exactly what it would alone); sampling is seeded once for the whole call.
+    computes exactly what it would alone); sampling is seeded once for the whole call. A prompt
+    too long for the context keeps its last tokens (`fit_prompt`).
     """
     device = model.embed_tokens.weight.device
+    if not all(prompts):
+        raise ValueError("every prompt must contain at least one token (e.g. the BOS token)")
+    prompts = [fit_prompt(p, model.cfg.context, params.max_new_tokens) for p in prompts]
     if generator is None and params.seed is not None:
         generator = torch.Generator(device=device).manual_seed(params.seed)
     by_length: dict[int, list[int]] = {}
@@ -286,6 +306,7 @@ def beam_search(model: Transformer, prompt: list[int], width: int, max_new_token
     if width < 1 or not prompt:
         raise ValueError("beam search needs width >= 1 and a non-empty prompt")
     device = model.embed_tokens.weight.device
+    prompt = fit_prompt(prompt, model.cfg.context, max_new_tokens)
     budget = min(max_new_tokens, model.cfg.context - len(prompt))
     if budget <= 0:
         return [([], 0.0)]

@@ -19,7 +19,7 @@ from myllm.data.loader import PhasedBatches, TrainBatches
 from myllm.data.shards import ShardReader
 from myllm.device import resolve_device
 from myllm.errors import MyLLMError
-from myllm.evals.bpb import run_bpb
+from myllm.evals.bpb import no_data_warning, run_bpb, split_tokens
 from myllm.model import Transformer
 from myllm.rundir import RunDir, resume_fingerprint
 from myllm.train.distributed import barrier, batch_plan, init_distributed, local_device, shutdown
@@ -82,6 +82,9 @@ def pretrain(
         barrier(ctx)
         batches = make_batches(run, cfg, phases, seq_len, ctx.rank, ctx.world_size)
         chunk = loss_chunk(cfg)
+
+        if ctx.is_main and split_tokens(run, "val") < 2:  # said once, not at every evaluation
+            print(f"pretrain: {no_data_warning('val')}", flush=True)
 
         def evaluate(m: torch.nn.Module) -> dict[str, float]:
             return run_bpb(run, m, cfg, "val", device, cfg.train.eval_tokens) or {}
