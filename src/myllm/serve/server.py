@@ -42,6 +42,13 @@ def load_for_serving(run_dir: RunDir | Path, stage: str | None = None,
     return model, Tokenizer.load(tok_path), path
 
 
+def tcp_socket(family: int = socket.AF_INET, proto: int = socket.IPPROTO_TCP) -> socket.socket:
+    """A TCP socket that says so: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on sockets
+    whose proto is IPPROTO_TCP, and with it on (proto 0) each keep-alive response waited ~40 ms
+    for the client's delayed ACK (measured: /health 45 ms on a reused connection, 1 ms after)."""
+    return socket.socket(family, socket.SOCK_STREAM, proto or socket.IPPROTO_TCP)
+
+
 def check_flags(port: int, max_body_mb: float, request_timeout: float) -> None:
     """Refuse values that cannot work before anything loads (NaN fails every comparison)."""
     if not 0 <= port <= 65535:
@@ -55,11 +62,11 @@ def check_flags(port: int, max_body_mb: float, request_timeout: float) -> None:
 def bind(host: str, port: int) -> socket.socket:
     """A listening-ready socket on (host, port), or one line saying why not and what to do."""
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        family, _, proto, *_ = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     except (socket.gaierror, UnicodeError) as e:
         raise MyLLMError(f"--host {host!r} is not an address of this machine ({e}); use 127.0.0.1 (this machine "
                          "only) or 0.0.0.0 (every interface)") from None
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = tcp_socket(family, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart without waiting
     try:
         sock.bind((host, port))
@@ -121,7 +128,7 @@ class ServerThread:
 
         import uvicorn
 
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock = tcp_socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, 0))
         self.url = f"http://{host}:{self.sock.getsockname()[1]}"
