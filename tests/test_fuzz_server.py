@@ -57,6 +57,18 @@ OUT_OF_RANGE = {  # field -> values just or far outside what protocol.py accepts
 }
 
 
+EXTREME = {  # in range, or just out, where the arithmetic is fragile (5e-324 rounds to 0 in float32)
+    "temperature": [5e-324, 1e-310, 1e-45, 1e-6, 1e-5, 0.0, 2.0, 2.0000001],
+    "top_p": [5e-324, 1e-45, 1e-6, 1e-5, 1.0, 0.5],
+    "top_k": [0, 1, 2**63, 10**30],
+    "repetition_penalty": [1e-300, 0.0099, 0.01, 10.0, 10.000001],
+    "frequency_penalty": [-2.0, 2.0, -2.0000001],
+    "presence_penalty": [-2.0, 2.0, 2.0000001],
+    "seed": [0, 2**63 - 1 - 16, 2**63 - 16, -(2**63), -(2**63) - 1],
+    "n": [1, 16],
+}
+
+
 def set_field(body: dict, dotted: str, value) -> None:
     *parents, last = dotted.split(".")
     node = body
@@ -103,6 +115,13 @@ def out_of_range(rng) -> list[bytes]:
     body = base(rng)
     name = rng.choice(sorted(OUT_OF_RANGE))
     body[name] = OUT_OF_RANGE[name](rng)
+    return post(body)
+
+
+def extreme_values(rng) -> list[bytes]:
+    body = base(rng)
+    for name in rng.sample(sorted(EXTREME), rng.randint(1, 4)):
+        body[name] = rng.choice(EXTREME[name])
     return post(body)
 
 
@@ -177,9 +196,9 @@ def bad_paths_methods(rng) -> list[bytes]:
     return [request("/health", b"", method=rng.choice(["G@T", "GET GET", "\x7f"]))]
 
 
-CLASSES = [malformed_json, wrong_types, out_of_range, deep_nesting, non_object, oversize, truncated, bad_headers,
-           bad_paths_methods]
-MAY_SUCCEED = {"malformed_json", "wrong_types"}  # a mutation can leave a valid request (a 200 is then right)
+CLASSES = [malformed_json, wrong_types, out_of_range, extreme_values, deep_nesting, non_object, oversize, truncated,
+           bad_headers, bad_paths_methods]
+MAY_SUCCEED = {"malformed_json", "wrong_types", "extreme_values"}  # a valid request may remain: 200 is right
 SLOW = {"truncated": 3}  # each waits for the timeout
 
 

@@ -44,6 +44,7 @@ from myllm.serve.protocol import APIError, ChatRequest, Common, CompletionReques
 from myllm.tokenizer import Tokenizer
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions; chat defaults to the room left
+SAMPLING_EPS = 1e-5  # temperature or top_p below this is greedy decoding (as vLLM's _SAMPLING_EPS)
 
 
 class Service:
@@ -100,9 +101,12 @@ class Service:
                                 f"{prompt_len + max_tokens} ({prompt_len} in the prompt, {max_tokens} in the "
                                 f"completion); lower max_tokens to at most {room}", "max_tokens",
                            "context_length_exceeded")
+        temperature = 1.0 if req.temperature is None else req.temperature
+        top_p = 1.0 if req.top_p is None else req.top_p
+        if temperature < SAMPLING_EPS or top_p < SAMPLING_EPS:
+            temperature = 0.0  # both limits are greedy; and 5e-324 made the sampler divide by zero (a 500)
         base = dict(max_new_tokens=max_tokens if max_tokens is not None else min(default_max, room),
-                    temperature=1.0 if req.temperature is None else req.temperature,
-                    top_p=1.0 if req.top_p is None else req.top_p, top_k=req.top_k or 0, stop_ids=stops,
+                    temperature=temperature, top_p=top_p, top_k=req.top_k or 0, stop_ids=stops,
                     frequency_penalty=req.frequency_penalty or 0.0, presence_penalty=req.presence_penalty or 0.0,
                     repetition_penalty=req.repetition_penalty or 1.0, stop=req.stops())
         # n choices of one seeded request differ from each other yet reproduce as a whole.
