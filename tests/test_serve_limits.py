@@ -322,3 +322,15 @@ def test_a_busy_port_or_bad_host_is_one_line(tiny_data, tmp_path, capsys):
     assert_one_line_error(rc, err, mentions="--host 'no-such-host.invalid'")
     rc, err = cli(["serve", run, "--host", "192.0.2.1", "--port", "0"], capsys)  # TEST-NET: not this machine
     assert_one_line_error(rc, err, mentions="not on this machine")
+
+
+def test_a_port_that_needs_root_is_one_line(monkeypatch):
+    from myllm.errors import MyLLMError
+    from myllm.serve.server import bind
+
+    def refuse(self, address):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(socket.socket, "bind", refuse)  # the tests may run as root, where port 80 would bind
+    with pytest.raises(MyLLMError, match="cannot listen on 127.0.0.1 port 80 .*ports below 1024 need root"):
+        bind("127.0.0.1", 80)

@@ -15,7 +15,8 @@
   client never reaches the app, so it holds no engine slot; the event loop only waits on it.
   (Open connections are not counted or capped: uvicorn's `limit_concurrency` would do that.)
   Unparseable HTTP (a bad request line, a bad Content-Length, headers over h11's 16 KiB) gets
-  uvicorn's 400, but as OpenAI-style JSON instead of plain text, and a lingering close.
+  uvicorn's 400, but as OpenAI-style JSON instead of plain text, and a lingering close. The
+  server therefore always speaks h11 (uvicorn's "auto" would pick httptools if installed).
 
 The defaults (2 MB, 30 s) are documented in docs/serving.md: 2 MB is far more than any prompt
 that fits a myllm model's context (a 1,024-token context is a few KB of text), with room for
