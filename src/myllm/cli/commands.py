@@ -239,7 +239,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
     if a.max_batch < 1:
         raise MyLLMError(f"--max-batch must be at least 1, got {a.max_batch}")
     serve(Path(a.run_dir), stage=a.stage, host=a.host, port=a.port, api_key=a.api_key, max_batch=a.max_batch,
-          threads=a.threads)
+          threads=a.threads, max_body_mb=a.max_body_mb, request_timeout=a.request_timeout)
     return 0
 
 

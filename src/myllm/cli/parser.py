@@ -151,6 +151,10 @@ def _add_inference(sub, c) -> None:
                    help="sequences decoded together (KV-cache slots, preallocated at the full context)")
     p.add_argument("--threads", type=int, default=0,
                    help="PyTorch CPU threads (default: PyTorch's choice; 1 is fastest for small models)")
+    p.add_argument("--max-body-mb", type=float, default=2.0,
+                   help="largest request body in MB (default 2); a larger one gets HTTP 413 before it is parsed")
+    p.add_argument("--request-timeout", type=float, default=30.0,
+                   help="seconds a client has to send its request headers, then its body (default 30); HTTP 408")
     p.set_defaults(func=c.cmd_serve)
 
 

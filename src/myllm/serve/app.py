@@ -8,6 +8,12 @@ sequences are cancelled and their KV-cache slots are freed at the engine's next 
 
 Routes: `/v1/models`, `/v1/completions`, `/v1/chat/completions` (JSON or SSE chunks ending in
 `data: [DONE]`), `/health`, and the chat page at `/`.
+
+Bounded work: `limits.BodyLimit` caps each body's size and the time to send it before any route
+runs; the CPU-heavy part of a request (JSON decoding, validation, the chat template and
+tokenization) runs in a worker thread, so a large request never stalls the event loop (and
+/health, and every other client's stream) while it is prepared. Every error, whatever the
+input, is OpenAI-style JSON with a 4xx status; only a bug in the server gives a (JSON) 500.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -32,10 +39,12 @@ from myllm.infer.batch import BatchEngine
 from myllm.infer.engine import SamplingParams
 from myllm.infer.text import TextStream
 from myllm.model import Transformer
+from myllm.serve.limits import DEFAULT_MAX_BODY_MB, DEFAULT_REQUEST_TIMEOUT, BodyLimit
 from myllm.serve.protocol import APIError, ChatRequest, Common, CompletionRequest, parse
 from myllm.tokenizer import Tokenizer
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions; chat defaults to the room left
+SAMPLING_EPS = 1e-5  # temperature or top_p below this is greedy decoding (as vLLM's _SAMPLING_EPS)
 
 
 class Service:
@@ -45,6 +54,9 @@ class Service:
         self.tok, self.model_id, self.context = tok, model_id, model.cfg.context
         self.engine = BatchEngine(model, max_batch=max_batch)
         self.created = int(time.time())
+        # No token covers more bytes than the longest vocabulary entry (UTF-8 of a byte-level
+        # token's characters over-counts its bytes, which only makes the bound below looser).
+        self.max_token_bytes = max(len(t.encode("utf-8")) for t in tok.hf.get_vocab())
 
     def model_card(self) -> dict:
         """The served model's entry in /v1/models."""
@@ -55,6 +67,23 @@ class Service:
         if name != self.model_id:
             raise APIError(404, f"The model '{name}' does not exist; this server serves '{self.model_id}' "
                                 "(see /v1/models)", "model", "model_not_found")
+
+    def check_text_length(self, texts: list[str], param: str) -> None:
+        """Refuse, before tokenizing, text that cannot fit the context whatever its tokens
+        (measured: tokenizing a 10 MB prompt took 0.78 s of CPU, only for it to be refused)."""
+        size = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
+        at_least = -(-size // self.max_token_bytes)
+        if at_least > self.context:
+            raise APIError(400, f"This model's maximum context length is {self.context} tokens, but the prompt has "
+                                f"at least {at_least} tokens ({size} bytes of text); shorten it", param,
+                           "context_length_exceeded")
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return self.tok.encode(text)
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800" in the JSON) that the tokenizer refuses
+            raise APIError(400, "the text contains a lone UTF-16 surrogate, which is not a character; "
+                                "send valid Unicode") from None
 
     def sampling(self, req: Common, prompt_len: int, stops: tuple[int, ...], default_max: int,
                  prompt_param: str) -> list[SamplingParams]:
@@ -72,9 +101,12 @@ class Service:
                                 f"{prompt_len + max_tokens} ({prompt_len} in the prompt, {max_tokens} in the "
                                 f"completion); lower max_tokens to at most {room}", "max_tokens",
                            "context_length_exceeded")
+        temperature = 1.0 if req.temperature is None else req.temperature
+        top_p = 1.0 if req.top_p is None else req.top_p
+        if temperature < SAMPLING_EPS or top_p < SAMPLING_EPS:
+            temperature = 0.0  # both limits are greedy; and 5e-324 made the sampler divide by zero (a 500)
         base = dict(max_new_tokens=max_tokens if max_tokens is not None else min(default_max, room),
-                    temperature=1.0 if req.temperature is None else req.temperature,
-                    top_p=1.0 if req.top_p is None else req.top_p, top_k=req.top_k or 0, stop_ids=stops,
+                    temperature=temperature, top_p=top_p, top_k=req.top_k or 0, stop_ids=stops,
                     frequency_penalty=req.frequency_penalty or 0.0, presence_penalty=req.presence_penalty or 0.0,
                     repetition_penalty=req.repetition_penalty or 1.0, stop=req.stops())
         # n choices of one seeded request differ from each other yet reproduce as a whole.
@@ -130,23 +162,50 @@ def _sse(obj: Any) -> str:
     return f"data: {json.dumps(obj)}\n\n"
 
 
-async def _body(request: Request) -> Any:
-    raw = await request.body()
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (JSON numbers are finite)")
+
+
+def decode_json(raw: bytes) -> Any:
+    """The decoded body, or a 400 for anything that is not standard JSON (run it off the event loop)."""
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise APIError(400, f"could not parse the JSON body of the request ({e}); send valid JSON") from None
+        return json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise APIError(400, "the JSON body is nested too deeply to parse; send a flat request object") from None
+    except ValueError as e:  # invalid JSON or UTF-8, NaN/Infinity, an integer of over 4,300 digits
+        raise APIError(400, f"could not parse the JSON body of the request ({str(e)[:200]}); send valid JSON") \
+            from None
+
+
+async def _raw_body(request: Request) -> bytes:
+    """The body (already read whole by BodyLimit), if its Content-Type says JSON or says nothing.
+
+    Refusing other types keeps a page on another site from posting a form (text/plain or
+    form-encoded: no CORS preflight) to this server; curl users send
+    `-H 'Content-Type: application/json'`. (A body with no type at all is still read: FastAPI's
+    rule, and what raw clients send; `--api-key` is the guard against other pages.)"""
+    given = request.headers.get("content-type")
+    media = (given or "").split(";")[0].strip().lower()
+    if given is not None and media != "application/json" and not media.endswith("+json"):
+        raise APIError(415, f"the request body must be JSON (Content-Type: application/json), got Content-Type "
+                            f"'{given[:80]}'", code="unsupported_media_type")
+    return await request.body()
 
 
 def create_app(model: Transformer, tok: Tokenizer, model_id: str, api_key: str | None = None,
-               max_batch: int = 32) -> FastAPI:
+               max_batch: int = 32, max_body_mb: float = DEFAULT_MAX_BODY_MB,
+               request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> FastAPI:
     """The app: the routes below over one `Service` (in `app.state.service`), errors in OpenAI's
-    shape, and with `api_key` a bearer-key check on every /v1 route."""
+    shape, bodies bounded by `max_body_mb` and `request_timeout` seconds, and with `api_key` a
+    bearer-key check on every /v1 route."""
     svc = Service(model, tok, model_id, max_batch)
     app = FastAPI(title="MyLLM", lifespan=_lifespan, docs_url=None, redoc_url=None)
+    app.router.redirect_slashes = False  # "/v1/models/" is a 404, not a 307 to follow
     app.state.service = svc
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _server_error)
 
     @app.middleware("http")
     async def check_key(request: Request, call_next):
@@ -164,6 +223,7 @@ def create_app(model: Transformer, tok: Tokenizer, model_id: str, api_key: str |
     app.add_api_route("/v1/models/{name}", one_model, methods=["GET"])
     app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
     app.add_api_route("/v1/completions", completions, methods=["POST"])
+    app.add_middleware(BodyLimit, max_bytes=int(max_body_mb * 1e6), timeout=request_timeout)  # outermost
     return app
 
 
@@ -182,6 +242,19 @@ async def _api_error(request: Request, e: APIError) -> JSONResponse:
 async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
     return JSONResponse(APIError(e.status_code, f"{request.method} {request.url.path}: {e.detail}").body(),
                         status_code=e.status_code)
+
+
+async def _validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
+    err = (e.errors() or [{}])[0]
+    param = ".".join(str(p) for p in err.get("loc", ())[1:]) or None
+    return JSONResponse(APIError(400, f"'{param}': {err.get('msg')}" if param else str(err.get("msg")),
+                                 param).body(), status_code=400)
+
+
+async def _server_error(request: Request, e: Exception) -> JSONResponse:
+    """A bug, not the client's fault: still JSON, so OpenAI clients report it as an APIError."""
+    return JSONResponse(APIError(500, f"internal server error ({type(e).__name__}); see the server's log",
+                                 type="server_error").body(), status_code=500)
 
 
 # The route handlers, registered by create_app; each reads its app's Service from app.state.
@@ -207,24 +280,40 @@ async def one_model(name: str, request: Request) -> dict:
     return svc.model_card()
 
 
-async def chat_completions(request: Request) -> Response:
-    svc: Service = request.app.state.service
-    req: ChatRequest = parse(ChatRequest, await _body(request))
+def _prepare_chat(svc: Service, raw: bytes) -> tuple[ChatRequest, list[int], list[SamplingParams]]:
+    req: ChatRequest = parse(ChatRequest, decode_json(raw))
     svc.check_model(req.model)
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                 for m in req.messages]
-    prompt = prompt_ids(svc.tok, messages)
-    plist = svc.sampling(req, len(prompt), stop_ids(svc.tok), svc.context, "messages")
+    svc.check_text_length([m["content"] for m in messages], "messages")
+    try:
+        prompt = prompt_ids(svc.tok, messages)
+    except UnicodeEncodeError:
+        raise APIError(400, "a message contains a lone UTF-16 surrogate, which is not a character; send valid "
+                            "Unicode", "messages") from None
+    return req, prompt, svc.sampling(req, len(prompt), stop_ids(svc.tok), svc.context, "messages")
+
+
+def _prepare_completion(svc: Service, raw: bytes) -> tuple[CompletionRequest, list[int], list[SamplingParams]]:
+    tok = svc.tok
+    req: CompletionRequest = parse(CompletionRequest, decode_json(raw))
+    svc.check_model(req.model)
+    text = req.prompt_text()
+    svc.check_text_length([text], "prompt")
+    prompt = [tok.bos_id] + svc.encode(text)
+    return req, prompt, svc.sampling(req, len(prompt), (tok.bos_id, tok.eos_id), COMPLETIONS_DEFAULT_MAX_TOKENS,
+                                     "prompt")
+
+
+async def chat_completions(request: Request) -> Response:
+    svc: Service = request.app.state.service
+    req, prompt, plist = await asyncio.to_thread(_prepare_chat, svc, await _raw_body(request))
     return await _respond(svc, req, prompt, plist, chat=True)
 
 
 async def completions(request: Request) -> Response:
     svc: Service = request.app.state.service
-    tok = svc.tok
-    req: CompletionRequest = parse(CompletionRequest, await _body(request))
-    svc.check_model(req.model)
-    prompt = [tok.bos_id] + tok.encode(req.prompt_text())
-    plist = svc.sampling(req, len(prompt), (tok.bos_id, tok.eos_id), COMPLETIONS_DEFAULT_MAX_TOKENS, "prompt")
+    req, prompt, plist = await asyncio.to_thread(_prepare_completion, svc, await _raw_body(request))
     return await _respond(svc, req, prompt, plist, chat=False)
 
 

@@ -64,7 +64,8 @@ class Common(BaseModel):
     stream_options: StreamOptions | None = None
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
-    repetition_penalty: float | None = Field(None, gt=0, le=10)
+    # Positive logits are divided by it: below 0.01 they can overflow float32 (1e-300 was a 500).
+    repetition_penalty: float | None = Field(None, ge=0.01, le=10)
     user: str | None = None
     # Accepted so that clients which send them get a clear 400 rather than silently nothing:
     logprobs: bool | int | None = None
