@@ -86,9 +86,14 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
+# A temperature or top_p below this is greedy decoding (as vLLM's _SAMPLING_EPS): dividing by 5e-324
+# overflows float32 to inf, and softmax of inf is NaN, which no draw can take.
+SAMPLING_EPS = 1e-5
+
+
 def next_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
     """Pick one token per row of `logits` (B, V)."""
-    if params.temperature <= 0:
+    if params.temperature < SAMPLING_EPS or params.top_p < SAMPLING_EPS:
         return logits.argmax(dim=-1)
     logits = filter_logits(logits.float() / params.temperature, params.top_k, params.top_p)
     probs = torch.softmax(logits, dim=-1)

@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from myllm.chat import prompt_ids, stop_ids
 from myllm.infer.batch import BatchEngine
-from myllm.infer.engine import SamplingParams
+from myllm.infer.engine import SAMPLING_EPS, SamplingParams
 from myllm.infer.text import TextStream
 from myllm.model import Transformer
 from myllm.serve.limits import DEFAULT_MAX_BODY_MB, DEFAULT_REQUEST_TIMEOUT, BodyLimit
@@ -44,7 +44,6 @@ from myllm.serve.protocol import APIError, ChatRequest, Common, CompletionReques
 from myllm.tokenizer import Tokenizer
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions; chat defaults to the room left
-SAMPLING_EPS = 1e-5  # temperature or top_p below this is greedy decoding (as vLLM's _SAMPLING_EPS)
 
 
 class Service:
