@@ -48,7 +48,7 @@ def stage_corpus(run: RunDir | Path, cfg: RunConfig) -> None:
     run = RunDir.of(run)
     if cfg.data.source != "universe":
         prepare_corpus(Path(cfg.data.source), run.corpus, cfg.data, cfg.clean, cfg.quality, cfg.dedup,
-                       fingerprint=source_signature(cfg.data.source))
+                       fingerprint=source_signature(cfg.data.source, cfg.data.follow_symlinks, (run.root,)))
         return
     from myllm import universe
 
