@@ -123,6 +123,20 @@ def test_a_link_from_train_into_test_keeps_the_text_in_test_only(tmp_path: Path)
     assert reasons(report) == {"train/leak.txt": "same_file"}
 
 
+def test_split_folders_that_are_links_are_checked_like_links(tmp_path: Path):
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    (data / "test").mkdir(parents=True)
+    outside.mkdir()
+    (data / "test" / "held.txt").write_text("held out text")
+    (outside / "private.txt").write_text("private text")
+    os.symlink("test", data / "train")  # would read the held-out text again, as training text
+    os.symlink(outside, data / "val")
+    report = SkipReport()
+    docs = {d.id: d.split for d in iter_documents(data, report)}
+    assert docs == {"test/held.txt": "test"}
+    assert reasons(report) == {"train/": "same_file", "val": "symlink_outside"}
+
+
 def make_deep(root: Path, depth: int) -> None:
     """`depth` nested folders `d/d/d/...`, each with a text file, made relative to an open folder (a
     path that long cannot be opened whole)."""

@@ -118,10 +118,14 @@ class FolderWalk:
         links: list[tuple[str, str]] = []  # (path, id)
         stack: list[Level] = []
         rel = self.rel(folder)
+        rel = "" if rel == "." else rel
         try:
-            self._enter(str(folder), "" if rel == "." else rel, os.stat(folder), stack)
+            if rel and os.path.islink(folder):  # a split folder that is a link: checked like any link
+                links.append((str(folder), rel))
+            else:
+                self._take(str(folder), rel, os.stat(folder), split, stack)
         except OSError as e:
-            self.report.add(os_error_reason(e), rel + "/", os_error_detail(e))
+            self.report.add(os_error_reason(e), (rel or ".") + "/", os_error_detail(e))
         while stack or links:
             if not stack:  # the tree itself is done: now the links found in it, in the order found
                 found = self._follow(*links.pop(0), split, stack)
