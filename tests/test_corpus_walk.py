@@ -250,9 +250,10 @@ def test_the_output_folder_inside_the_data_folder_is_not_read(tmp_path: Path, ca
     (data / "run" / "corpus").mkdir(parents=True)  # a previous run's output, inside the data folder
     (data / "run" / "report.md").write_text("# a report that must not become training text")
     os.symlink("run", data / "run_link")
+    os.symlink("run/report.md", data / "report_link.md")  # a link to a file of the run
     manifest = prepare_corpus(data, data / "run" / "corpus", DataConfig(), quality=NO_FILTERS)
     assert manifest["input_documents"] == 6
-    assert manifest["skipped"] == {"output_folder": 2}
+    assert manifest["skipped"] == {"output_folder": 3}
     assert capsys.readouterr().out.count("inside the data folder") == 1
     assert source_signature(data, exclude=(data / "run",)) == source_signature(data, exclude=(data / "run",))
     before = source_signature(data, exclude=(data / "run",))
@@ -269,3 +270,19 @@ def test_the_output_folder_is_skipped_among_split_folders_too(tmp_path: Path):
     (data / "run").mkdir()
     manifest = prepare_corpus(data, data / "run" / "corpus", DataConfig(), quality=NO_FILTERS)
     assert manifest["skipped"] == {"output_folder": 1} and manifest["input_documents"] == 6
+
+
+def test_a_run_inside_the_data_folder_does_not_make_its_own_corpus_stale(tmp_path: Path):
+    from conftest import TINY, write_folder_corpus
+    from myllm.run import prepare_run_dir, stage_corpus
+    from myllm.rundir import fingerprints
+
+    data = write_folder_corpus(tmp_path / "docs", n_docs=12)
+    run = data / "run"
+    cfg = prepare_run_dir(run, "default", None, TINY, str(data), None)
+    before = fingerprints(run, cfg)["corpus"]
+    stage_corpus(run, cfg)
+    (run / "metrics.jsonl").write_text("{}\n")
+    assert fingerprints(run, cfg)["corpus"] == before
+    (data / "new.txt").write_text("a new document changes it")
+    assert fingerprints(run, cfg)["corpus"] != before

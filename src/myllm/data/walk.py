@@ -88,12 +88,14 @@ class FolderWalk:
         self.root, self.report, self.follow = Path(root), report, follow_symlinks
         self.root_real = os.path.realpath(root)
         self.excluded: set[tuple[int, int]] = set()
+        self.excluded_real: list[str] = []  # for links to files inside an excluded folder
         for path in exclude:
             try:
                 st = os.stat(path)
             except OSError:  # not there (yet): nothing to skip
                 continue
             self.excluded.add((st.st_dev, st.st_ino))
+            self.excluded_real.append(os.path.realpath(path))
         self.seen: dict[tuple[int, int], str] = {}  # (device, inode) of every folder and file taken -> its id
 
     def rel(self, path: str | os.PathLike) -> str:
@@ -193,7 +195,10 @@ class FolderWalk:
             else:
                 self.report.add(os_error_reason(e), rel, os_error_detail(e))
             return None
-        inside = real == self.root_real or real.startswith(self.root_real.rstrip(os.sep) + os.sep)
+        if any(_within(real, folder) for folder in self.excluded_real):
+            self._skip_output(rel)
+            return None
+        inside = _within(real, self.root_real)
         if not inside and not self.follow:
             self.report.add("symlink_outside", rel, f"-> {real}; set data.follow_symlinks = true to read it")
             return None
@@ -202,11 +207,15 @@ class FolderWalk:
         except OSError as e:
             self.report.add(os_error_reason(e), rel, os_error_detail(e))
             return None
-        parent = os.path.realpath(os.path.dirname(path))
-        if stat.S_ISDIR(st.st_mode) and (parent == real or parent.startswith(real.rstrip(os.sep) + os.sep)):
+        if stat.S_ISDIR(st.st_mode) and _within(os.path.realpath(os.path.dirname(path)), real):
             self.report.add("symlink_loop", rel + "/", f"-> {real}, a folder that holds the link")
             return None
         return self._take(path, rel, st, split, stack, link=True)
+
+
+def _within(path: str, folder: str) -> bool:
+    """Whether real path `path` is `folder` or lies under it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _readlink(path: str) -> str:
