@@ -221,21 +221,25 @@ def test_a_folder_with_nothing_readable_fails_in_one_line(tmp_path: Path, capsys
     assert not (out / "corpus").exists()
 
 
+@pytest.mark.parametrize("kind", ["loop", "dangling", "fifo", "file", "link_to_fifo"])
 @pytest.mark.parametrize("seed", SEEDS)
-def test_a_data_path_that_is_no_folder_fails_in_one_line(tmp_path: Path, capsys, seed: int):
-    rng = rng_for(seed, "bad_data_path")
-    kind = rng.choice(["loop", "dangling", "fifo", "file", "link_to_fifo"])
-    path = tmp_path / f"data_{kind}"
-    if kind == "loop":
-        os.symlink(path.name, path)
+def test_a_data_path_that_is_no_folder_fails_in_one_line(tmp_path: Path, capsys, seed: int, kind: str):
+    rng = rng_for(seed, f"bad_data_path:{kind}")
+    path = tmp_path / f"data{rng.randrange(1000)}"
+    if kind == "loop":  # a -> a, or a chain that comes back round
+        chain = [path] + [tmp_path / f"hop{i}" for i in range(rng.randint(0, 4))]
+        for here, there in zip(chain, chain[1:] + chain[:1]):
+            os.symlink(there.name, here)
     elif kind == "dangling":
-        os.symlink("nothing_here", path)
+        os.symlink(rng.choice(["nothing_here", str(tmp_path / "gone" / "docs")]), path)
     elif kind == "fifo":
         os.mkfifo(path)
     elif kind == "file":
-        path.write_text("a file, not a folder")
+        path.write_bytes(rng.randbytes(rng.randint(0, 64)))
     else:
         os.mkfifo(tmp_path / "pipe")
         os.symlink(tmp_path / "pipe", path)
+    before = snapshot(tmp_path)
     rc, err = cli(["data", "prepare", "--data", path, "--out", tmp_path / "run", *tiny_flags()], capsys)
-    assert_one_line_error(rc, err)
+    assert_one_line_error(rc, err, mentions="data folder")
+    assert_nothing_lost(before, tmp_path)

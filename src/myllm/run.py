@@ -17,6 +17,7 @@ that stage and everything after it. An interrupted pretraining resumes from its 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -148,7 +149,8 @@ def prepare_run_dir(out: RunDir | Path, preset: str, config_file: str | None, ov
     run = RunDir.of(out)
     extra = []
     if data is not None:
-        extra.append(f"data.source={Path(data).resolve()}")
+        # realpath, not Path.resolve(): that raises RuntimeError on a symlink loop (the folder check names it)
+        extra.append(f"data.source={os.path.realpath(data)}")
     if time_budget is not None:
         extra += [f"train.time_budget={float(time_budget)}", f"train.max_steps={BUDGET_MAX_STEPS}"]
     extra += list(overrides)
