@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import os
 import random
@@ -20,6 +21,8 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import zstandard
 
@@ -112,10 +115,16 @@ def not_utf8(rng: random.Random, data: Path, outside: Path, name: str) -> Expect
 
 def truncated(rng: random.Random, data: Path, outside: Path, name: str) -> Expected:
     text = " ".join(f"word{rng.randrange(100)}" for _ in range(rng.randint(50, 2000))).encode()
-    kind = rng.choice(["gz", "zst"])
-    packed = gzip.compress(text) if kind == "gz" else zstandard.ZstdCompressor().compress(text)
-    (data / f"{name}.txt.{kind}").write_bytes(packed[: rng.randint(1, len(packed) - 1)])
-    return {f"{name}.txt.{kind}": {"corrupt_gzip", "corrupt_zst"}}
+    kind = rng.choice(["gz", "zst", "parquet"])
+    if kind == "parquet":
+        buf = io.BytesIO()
+        pq.write_table(pa.table({"text": [text.decode()]}), buf)
+        packed, file = buf.getvalue(), f"{name}.parquet"
+    else:
+        packed = gzip.compress(text) if kind == "gz" else zstandard.ZstdCompressor().compress(text)
+        file = f"{name}.txt.{kind}"
+    (data / file).write_bytes(packed[: rng.randint(1, len(packed) - 1)])
+    return {file: {"corrupt_gzip", "corrupt_zst", "corrupt_parquet"}}
 
 
 def empty(rng: random.Random, data: Path, outside: Path, name: str) -> Expected:
