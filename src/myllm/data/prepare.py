@@ -227,7 +227,8 @@ def prepare_corpus(
     """Read, clean, filter, deduplicate and split every document under `source`; return the manifest.
 
     `fingerprint` names the source version (e.g. file sizes and mtimes): a staged partial run
-    with another fingerprint or config is discarded instead of resumed.
+    with another fingerprint or config is discarded instead of resumed. What prepare writes is
+    never read back as input when it lies inside `source` (see `output_folders`).
     """
     data, clean, quality, dedup = data or DataConfig(), clean or CleanConfig(), quality or QualityConfig(), \
         dedup or DedupConfig()
