@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import gzip
 import json
 import os
@@ -152,9 +151,9 @@ def test_unreadable_file_and_folder(tmp_path: Path, monkeypatch):
     (locked / "in.txt").write_text("x")
     locked.chmod(0)
     if os.geteuid() == 0:  # root ignores permissions: make the denial explicit
-        real_open, real_scandir = builtins.open, os.scandir
+        real_open, real_scandir = os.open, os.scandir
 
-        def deny_open(path, *a, **kw):
+        def deny_open(path, *a, **kw):  # readers open with os.open (O_NONBLOCK, see readers.open_regular)
             if str(path) == str(secret):
                 raise PermissionError(13, "Permission denied", str(path))
             return real_open(path, *a, **kw)
@@ -164,7 +163,7 @@ def test_unreadable_file_and_folder(tmp_path: Path, monkeypatch):
                 raise PermissionError(13, "Permission denied", str(path))
             return real_scandir(path)
 
-        monkeypatch.setattr(builtins, "open", deny_open)
+        monkeypatch.setattr(os, "open", deny_open)
         monkeypatch.setattr(os, "scandir", deny_scandir)
     try:
         docs, report = docs_of(tmp_path)

@@ -17,6 +17,7 @@ that stage and everything after it. An interrupted pretraining resumes from its 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,7 +49,7 @@ def stage_corpus(run: RunDir | Path, cfg: RunConfig) -> None:
     run = RunDir.of(run)
     if cfg.data.source != "universe":
         prepare_corpus(Path(cfg.data.source), run.corpus, cfg.data, cfg.clean, cfg.quality, cfg.dedup,
-                       fingerprint=source_signature(cfg.data.source))
+                       fingerprint=source_signature(cfg.data.source, cfg.data.follow_symlinks, (run.root,)))
         return
     from myllm import universe
 
@@ -148,7 +149,8 @@ def prepare_run_dir(out: RunDir | Path, preset: str, config_file: str | None, ov
     run = RunDir.of(out)
     extra = []
     if data is not None:
-        extra.append(f"data.source={Path(data).resolve()}")
+        # realpath, not Path.resolve(): that raises RuntimeError on a symlink loop (the folder check names it)
+        extra.append(f"data.source={os.path.realpath(data)}")
     if time_budget is not None:
         extra += [f"train.time_budget={float(time_budget)}", f"train.max_steps={BUDGET_MAX_STEPS}"]
     extra += list(overrides)

@@ -266,7 +266,8 @@ def _file_digest(path: Path) -> str:
 def outside_inputs(run: RunDir, cfg: RunConfig, stage: str) -> Any:
     """What a stage reads from outside the run directory: the source folder, phase shards, post data."""
     if stage == "corpus":  # a source folder gone since is a change (`myllm run` checks it exists first)
-        return source_signature(cfg.data.source) if cfg.data.source == "universe" or Path(cfg.data.source).is_dir() \
+        return source_signature(cfg.data.source, cfg.data.follow_symlinks, (run.root,)) \
+            if cfg.data.source == "universe" or Path(cfg.data.source).is_dir() \
             else f"missing {cfg.data.source}"
     if stage == "pretrain":  # phase folders other than the run's own shards (which the chain covers)
         return [_file_digest(run.index_file(f)) for f, _ in parse_phases(cfg.train.phases) if f != "shards"]
@@ -306,21 +307,18 @@ def resume_fingerprint(run: RunDir | str | os.PathLike, cfg: RunConfig, stage: s
     return _hash(stage, STAGE[stage].decides(d, True), inputs)
 
 
-def source_signature(source: str) -> str:
-    """Names, sizes and mtimes of every file under a data folder: cheap change detection."""
+def source_signature(source: str, follow_symlinks: bool = False, exclude: tuple[Path, ...] = ()) -> str:
+    """Names, sizes and mtimes of every file under a data folder that prepare reads: cheap change
+    detection (the walk of `myllm.data.sources`: links, odd files and `exclude`, the run directory
+    when it lies inside the data folder, are treated as prepare treats them)."""
+    from myllm.data.sources import source_signature as folder_signature  # here: data loads its readers' libraries
+
     if source == "universe":
         return "universe"
     root = Path(source)
     if not root.is_dir():
         raise MyLLMError(f"data folder {root} does not exist or is not a folder; pass --data a folder of documents")
-    h = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = os.path.join(dirpath, name)
-            st = os.stat(path)
-            h.update(os.fsencode(os.path.relpath(path, root)) + f"|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
+    return folder_signature(root, follow_symlinks=follow_symlinks, exclude=exclude)
 
 
 class StageRecords:

@@ -67,6 +67,7 @@ class DataConfig:
     split_seed: int = 0
     shard_tokens: int = 1 << 24  # tokens per .bin shard
     text_field: str = "text"  # the text field of .jsonl/.json records, the text column of .parquet/.csv
+    follow_symlinks: bool = False  # read links to files and folders outside the data folder (loops are never followed)
     workers: int = 0  # processes for cleaning and tokenization; 0 = one per CPU core
     memory_mb: int = 256  # cap on documents in flight (read ahead, in workers, in tokenizer batches)
     tokenizer_train_mb: int = 100  # the tokenizer trains on at most this much train text (evenly sampled)

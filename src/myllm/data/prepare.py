@@ -46,7 +46,7 @@ from myllm.data.clean import clean_text
 from myllm.data.corpus import CorpusWriter, check_train, split_point
 from myllm.data.pii import redact_pii
 from myllm.data.quality import quality_reason
-from myllm.data.sources import SPLITS, SkipReport, folder_splits, iter_documents
+from myllm.data.sources import SPLITS, SkipReport, folder_splits, iter_documents, iter_files
 from myllm.data.tally import LENGTH_BINS, length_bin, new_stats, nothing_left_message, step_table, tally
 from myllm.errors import MyLLMError
 from myllm.io import atomic_dir, atomic_write_json, read_json
@@ -200,9 +200,19 @@ def corpus_settings(data: DataConfig) -> dict[str, Any]:
     return {k: v for k, v in asdict(data).items() if k not in later}
 
 
-def source_size(source: Path) -> int:
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(source) for f in fs
-               if os.path.isfile(os.path.join(d, f)))
+def source_size(source: Path, data: DataConfig, exclude: tuple[Path, ...] = ()) -> int:
+    """Bytes of the files that will be read (the walk only: nothing is opened)."""
+    return sum(f.size for f in iter_files(source, SkipReport(), follow_symlinks=data.follow_symlinks, exclude=exclude))
+
+
+def output_folders(source: Path, corpus_dir: Path) -> tuple[Path, ...]:
+    """What prepare writes, to be skipped if it lies inside the data folder: the corpus folder, its
+    staging folder, and the folder holding them (a run directory, with its tokenizer, shards,
+    checkpoints and reports) unless that is the data folder itself."""
+    folders = (corpus_dir, corpus_dir.with_name(corpus_dir.name + ".partial"))
+    if os.path.realpath(corpus_dir.parent) != os.path.realpath(source):
+        folders += (corpus_dir.parent,)
+    return folders
 
 
 def prepare_corpus(
@@ -217,7 +227,8 @@ def prepare_corpus(
     """Read, clean, filter, deduplicate and split every document under `source`; return the manifest.
 
     `fingerprint` names the source version (e.g. file sizes and mtimes): a staged partial run
-    with another fingerprint or config is discarded instead of resumed.
+    with another fingerprint or config is discarded instead of resumed. What prepare writes is
+    never read back as input when it lies inside `source` (see `output_folders`).
     """
     data, clean, quality, dedup = data or DataConfig(), clean or CleanConfig(), quality or QualityConfig(), \
         dedup or DedupConfig()
@@ -236,7 +247,8 @@ def prepare_corpus(
     folders = set(folder_splits(source).values())
     hashed = [s for s in SPLITS if s != "train" and s not in folders] if folders else list(SPLITS)
     workers = data.workers or os.cpu_count() or 1
-    if source_size(source) < PARALLEL_MIN_BYTES:
+    exclude = output_folders(source, corpus_dir)
+    if source_size(source, data, exclude) < PARALLEL_MIN_BYTES:
         workers = 1
     # Up to 2 batches per worker are queued and one is being written; each byte of text is held about
     # 4 times (source, cleaned, JSON line, pickled), so this keeps text in flight within data.memory_mb.
@@ -249,7 +261,8 @@ def prepare_corpus(
     stats = stage.state["stats"] or new_stats()
     bar = tqdm(desc="clean+filter", unit="B", unit_scale=True, disable=None, leave=False)
     try:
-        docs = iter_documents(source, report, text_field=data.text_field)
+        docs = iter_documents(source, report, text_field=data.text_field, follow_symlinks=data.follow_symlinks,
+                              exclude=exclude)
         if not stage.state["complete"]:
             # Documents done before a restart are read again (cheap, and it rebuilds the skip report)
             # but not processed again.
@@ -272,6 +285,9 @@ def prepare_corpus(
     finally:
         bar.close()
         stage.close()
+    if report.counts.get("output_folder"):  # said once here; the report names it too
+        inside = next(e.split(": output_folder")[0] for e in report.named if ": output_folder" in e)
+        print(f"data: the output folder {inside} is inside the data folder {source}; not read as input")
     try:
         manifest = _finish(stage.folder, corpus_dir, source, stats, report, data, dedup, folders, hashed)
     except MyLLMError:  # nothing worth resuming: the corpus itself must change

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import zstandard
 from myllm.data.skips import SkipFile, SkipReport
 
 ZST_READ_BYTES = 256  # compressed bytes per zstd call: at most ~8 MiB of output, see _ZstdReader
+NESTED_DETAIL = "JSON nested deeper than the parser's recursion limit"
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # a byte that was not UTF-8, decoded with surrogateescape
 
 
@@ -50,13 +52,33 @@ class ReadOptions:
     text_field: str
 
 
-def open_binary(path: Path, compression: str | None) -> BinaryIO:
+def open_regular(path: str | os.PathLike) -> BinaryIO:
+    """`path` opened for reading if it is a regular file, else SkipFile("special_file").
+
+    The walk checked the file's kind already, but a FIFO put in its place since would block a plain
+    open() forever (it waits for a writer): O_NONBLOCK makes the open return at once, and fstat on
+    what was really opened decides."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SkipFile("special_file", detail="not a regular file when opened")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_binary(path: str | os.PathLike, compression: str | None) -> BinaryIO:
     """A buffered binary stream with `peek` and `readline` (gzip.GzipFile has them, so does BufferedReader)."""
+    raw = open_regular(path)
     if compression == "gz":
-        return gzip.open(path, "rb")
+        gz = gzip.GzipFile(fileobj=raw, mode="rb")
+        gz.myfileobj = raw  # GzipFile closes `myfileobj` (the file it opened itself) on close()
+        return gz
     if compression == "zst":
-        return io.BufferedReader(_ZstdReader(open(path, "rb")), 1 << 16)  # noqa: SIM115
-    return open(path, "rb")  # noqa: SIM115
+        return io.BufferedReader(_ZstdReader(raw), 1 << 16)
+    return raw
 
 
 class _ZstdReader(io.RawIOBase):
@@ -159,7 +181,7 @@ def read_jsonl(f: BinaryIO, rel: str, split: str | None, report: SkipReport,
             while chunk := f.readline(1 << 20):  # discard the rest of the line, 1 MiB at a time
                 if chunk.endswith(b"\n"):
                     break
-            report.add("line_too_long", f"{rel}:{line_no}", f"over {max_line} bytes")
+            report.add("line_too_long", rel, f"over {max_line} bytes", line=line_no)
             any_line = True
             continue
         if not line.strip():
@@ -168,14 +190,17 @@ def read_jsonl(f: BinaryIO, rel: str, split: str | None, report: SkipReport,
         try:
             record = json.loads(line.decode("utf-8-sig"))
         except UnicodeDecodeError:
-            report.add("invalid_utf8", f"{rel}:{line_no}")
+            report.add("invalid_utf8", rel, line=line_no)
             continue
         except ValueError as e:
-            report.add("malformed_jsonl", f"{rel}:{line_no}", str(e)[:80])
+            report.add("malformed_jsonl", rel, str(e)[:80], line=line_no)
+            continue
+        except RecursionError:  # the stdlib parser recurses once per nesting level
+            report.add("nested_too_deep", rel, NESTED_DETAIL, line=line_no)
             continue
         text = record.get(opts.text_field) if isinstance(record, dict) else None
         if not isinstance(text, str):
-            report.add("malformed_jsonl", f"{rel}:{line_no}", f'no string field "{opts.text_field}"')
+            report.add("malformed_jsonl", rel, f'no string field "{opts.text_field}"', line=line_no)
             continue
         yield SourceDoc(f"{rel}:{line_no}", text, rel, split)
     if not any_line:
@@ -201,6 +226,8 @@ def read_json(f: BinaryIO, rel: str, split: str | None, report: SkipReport,
         raise SkipFile("invalid_utf8", detail=e.reason) from None
     except ValueError as e:
         raise SkipFile("malformed_json", detail=str(e)[:80]) from None
+    except RecursionError:  # the stdlib parser recurses once per nesting level
+        raise SkipFile("nested_too_deep", detail=NESTED_DETAIL) from None
     del data
     records = value if isinstance(value, list) else [value]
     if not records:
@@ -208,7 +235,7 @@ def read_json(f: BinaryIO, rel: str, split: str | None, report: SkipReport,
     for index, record in enumerate(records):
         text = record.get(opts.text_field) if isinstance(record, dict) else None
         if not isinstance(text, str):
-            report.add("malformed_json", f"{rel}:{index}", f'no string field "{opts.text_field}"')
+            report.add("malformed_json", rel, f'no string field "{opts.text_field}"', line=index)
             continue
         yield SourceDoc(f"{rel}:{index}", text, rel, split)
 
@@ -289,7 +316,7 @@ def read_csv(f: BinaryIO, rel: str, split: str | None, report: SkipReport,
             if column is None:
                 raise SkipFile("line_too_long", detail=f"header row over {opts.max_line} characters") from None
             row += 1
-            report.add("line_too_long", f"{rel}:{row}", f"over {opts.max_line} characters")
+            report.add("line_too_long", rel, f"over {opts.max_line} characters", line=row)
             continue
         except csv.Error as e:  # the parser's state is unknown after this: skip the rest
             raise SkipFile("malformed_csv", line=row + 1, detail=str(e)[:80]) from None
@@ -307,31 +334,32 @@ def read_csv(f: BinaryIO, rel: str, split: str | None, report: SkipReport,
             continue
         row += 1
         if column >= len(record):
-            report.add("malformed_csv", f"{rel}:{row}", f'{len(record)} fields, no "{field_name}" column')
+            report.add("malformed_csv", rel, f'{len(record)} fields, no "{field_name}" column', line=row)
         elif _ESCAPED_BYTE.search(record[column]):
-            report.add("invalid_utf8", f"{rel}:{row}")
+            report.add("invalid_utf8", rel, line=row)
         else:
             yield SourceDoc(f"{rel}:{row}", record[column], rel, split)
     if row == 0:  # blank, or a header and no data rows
         raise SkipFile("empty")
 
 
-def read_parquet(path: Path, rel: str, split: str | None, compression: str | None, report: SkipReport,
+def read_parquet(path: str | os.PathLike, rel: str, split: str | None, compression: str | None, report: SkipReport,
                  text_field: str) -> Iterator[SourceDoc]:
     """Column `text_field`, read in record batches (parquet needs random access, so .parquet.gz and
     .parquet.zst are first decompressed to a temporary file, streamed, never into memory)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tmp = None
+    tmp = f = None
     try:
         if compression:
             fd, tmp = tempfile.mkstemp(suffix=".parquet", prefix="myllm-")
             with os.fdopen(fd, "wb") as out, open_binary(path, compression) as src:
                 shutil.copyfileobj(src, out, 1 << 20)
             path = Path(tmp)
+        f = open_regular(path)
         try:
-            pf = pq.ParquetFile(path)
+            pf = pq.ParquetFile(f)
         except (pa.ArrowException, ValueError) as e:
             raise SkipFile("corrupt_parquet", detail=str(e)[:80]) from None
         schema = pf.schema_arrow
@@ -349,12 +377,14 @@ def read_parquet(path: Path, rel: str, split: str | None, compression: str | Non
                 for batch in pf.iter_batches(batch_size=1024, row_groups=[group], columns=[text_field]):
                     for text in batch.column(0).to_pylist():
                         if text is None:
-                            report.add("null_text", f"{rel}:{row}")
+                            report.add("null_text", rel, line=row)
                         else:
                             yield SourceDoc(f"{rel}:{row}", text, rel, split)
                         row += 1
         except (pa.ArrowException, UnicodeDecodeError) as e:
             raise SkipFile("corrupt_parquet", line=row, detail=str(e)[:80]) from None
     finally:
+        if f is not None:
+            f.close()
         if tmp is not None:
             os.unlink(tmp)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from myllm.data.shards import ShardReader
+from myllm.data.skips import MAX_LINES_PER_FILE
 from myllm.io import atomic_write_text, read_json
 from myllm.rundir import RunDir
 
@@ -63,7 +64,9 @@ def build_report(run_dir: RunDir | Path) -> str:
             "train documents that near-duplicate val/test (decontamination)": m["decontaminated"]})
     lines += _table("Files and lines skipped", m.get("skipped", {}))
     if m.get("skipped_examples"):
-        lines += ["First examples:", ""] + [f"- `{e}`" for e in m["skipped_examples"]] + [""]
+        lines += ["Every skipped file, folder and link, with its reason (records: the first "
+                  f"{MAX_LINES_PER_FILE} per file and reason, then a count):", ""]
+        lines += [f"- `{_code(e)}`" for e in m["skipped_examples"]] + [""]
     # Tokens per document, read from the shards once, for the table and the plot.
     lengths = {s: token_lengths(run.shards, s) for s in index["splits"]} if index is not None else {}
     lines += ["## Splits", "", "| split | documents | bytes | tokens | bytes/token | median tokens/doc |",
@@ -81,6 +84,11 @@ def build_report(run_dir: RunDir | Path) -> str:
     if plots:
         lines += ["## Plots", ""] + [f"![{p.stem}]({p.relative_to(run.corpus).as_posix()})" for p in plots] + [""]
     return "\n".join(lines)
+
+
+def _code(text: str) -> str:
+    """Text for a Markdown code span: a file name may hold a backtick or a newline."""
+    return text.replace("`", "'").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def _table(title: str, counts: dict[str, int]) -> list[str]:

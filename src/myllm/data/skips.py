@@ -1,29 +1,50 @@
 """The skip report: what `iter_documents` left out of a corpus and why.
 
 Every reader counts a bad file or record here instead of stopping (see `sources.py`); the report
-ends up in the corpus manifest so the user sees what was left out.
+ends up in the corpus manifest (`skipped`, `skipped_examples`) and in `corpus/report.md`, so the
+user sees what was left out. Every skipped file, folder and link is named. Skipped records (JSONL
+lines, JSON records, CSV rows, parquet rows) are named up to MAX_LINES_PER_FILE per file and
+reason, and the rest of that file's count is one more entry: a file with a million bad lines
+neither floods the report nor fills memory, and still every file with a bad record is named.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MAX_EXAMPLES, MAX_EXAMPLES_PER_REASON = 20, 5
+MAX_LINES_PER_FILE = 20
+
+
+def _entry(where: str, reason: str, detail: str) -> str:
+    return f"{where}: {reason}" + (f" ({detail})" if detail else "")
 
 
 @dataclass
 class SkipReport:
-    """What was left out and why: counts per reason and the first few examples (path[:line]: reason)."""
+    """What was left out and why: counts per reason and every entry (`path[:line]: reason (detail)`)."""
 
     counts: dict[str, int] = field(default_factory=dict)
-    examples: list[str] = field(default_factory=list)
+    named: list[str] = field(default_factory=list)
     files_seen: int = 0
+    records: dict[tuple[str, str], int] = field(default_factory=dict)  # (file, reason) -> records skipped
 
-    def add(self, reason: str, where: str, detail: str = "") -> None:
-        n = self.counts.get(reason, 0)
-        self.counts[reason] = n + 1
-        if len(self.examples) < MAX_EXAMPLES and n < MAX_EXAMPLES_PER_REASON:
-            self.examples.append(f"{where}: {reason}" + (f" ({detail})" if detail else ""))
+    def add(self, reason: str, where: str, detail: str = "", *, line: int | None = None) -> None:
+        """Count one skip: a whole file or folder at `where`, or record `line` of file `where`."""
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        if line is None:
+            self.named.append(_entry(where, reason, detail))
+            return
+        n = self.records.get((where, reason), 0) + 1
+        self.records[(where, reason)] = n
+        if n <= MAX_LINES_PER_FILE:
+            self.named.append(_entry(f"{where}:{line}", reason, detail))
+
+    @property
+    def examples(self) -> list[str]:
+        """Every entry, in the order met, then one per file whose records were named only in part."""
+        more = [f"{where}: {n - MAX_LINES_PER_FILE} more records skipped as {reason} (first {MAX_LINES_PER_FILE} "
+                "named above)" for (where, reason), n in self.records.items() if n > MAX_LINES_PER_FILE]
+        return self.named + more
 
     @property
     def total(self) -> int:

@@ -11,20 +11,23 @@ A user's corpus may be larger than RAM and is rarely clean, so this module
 - skips hidden files and folders (.git, .DS_Store) silently and counts any other file whose
   extension it does not read as `unsupported_format`;
 - never stops on a bad file: unreadable, binary, non-UTF-8, empty, truncated .gz or .zst,
-  malformed records and tables without the text column are skipped and counted in a
-  `SkipReport`, which ends up in the corpus manifest so the user sees what was left out and why.
+  JSON nested too deeply to parse, malformed records and tables without the text column are
+  skipped and counted in a `SkipReport`, which ends up in the corpus manifest so the user sees
+  what was left out and why; so are dangling, looping and outside links, FIFOs, sockets and
+  devices, paths too long to open, files gone since the walk and the output folder (`walk.py`).
 
 Rule for a file that goes bad part way (bad bytes, a truncated .gz or .zst): the documents
 completed before the fault are kept, the one in progress and the rest of the file are skipped
 (JSONL lines, JSON records and CSV rows are independent, so there only the bad record is skipped).
 
-This module walks the folder and tells each file's kind; the per-format readers are in
-`readers.py` and the skip report in `skips.py`.
+This module tells each file's kind and reads it; the folder walk is in `walk.py`, the per-format
+readers in `readers.py` and the skip report in `skips.py`.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import zlib
 from collections.abc import Iterator
@@ -43,6 +46,7 @@ from myllm.data.readers import (
     read_text,
 )
 from myllm.data.skips import SkipFile, SkipReport
+from myllm.data.walk import FolderWalk, FoundFile, os_error_detail, os_error_reason
 
 SPLITS = ("train", "val", "test")
 SPLIT_DIRS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
@@ -60,29 +64,47 @@ def iter_documents(
     max_doc_bytes: int = MAX_DOC_BYTES,
     max_line_bytes: int = MAX_LINE_BYTES,
     text_field: str = "text",
+    follow_symlinks: bool = False,
+    exclude: tuple[Path, ...] = (),
 ) -> Iterator[SourceDoc]:
     """Yield every document under `root` in a deterministic (sorted) order.
 
     `text_field` names the field of .jsonl/.json records and the column of .csv/.parquet tables
-    that holds the text; other fields and columns are ignored.
+    that holds the text; other fields and columns are ignored. How links, odd files and the
+    `exclude`d folders (the output folder) are handled is in `walk.py`.
 
     If `root` has `train/`, `val/` (or `validation/`) or `test/` subfolders, documents under them
     carry that split and everything else at the top level is skipped as `outside_split_folders`,
     so a user's explicit held-out set is never mixed with stray files.
     """
-    root = Path(root)
     opts = ReadOptions(max_doc_bytes, max_line_bytes, text_field)
+    for found in iter_files(root, report, follow_symlinks=follow_symlinks, exclude=exclude):
+        yield from _read_file(found, report, opts)
+
+
+def iter_files(root: Path, report: SkipReport, *, follow_symlinks: bool = False,
+               exclude: tuple[Path, ...] = ()) -> Iterator[FoundFile]:
+    """The files `iter_documents` reads, in its order (held-out split folders first)."""
+    root = Path(root)
+    walk = FolderWalk(root, report, follow_symlinks=follow_symlinks, exclude=exclude)
     split_dirs = folder_splits(root)
     if not split_dirs:
-        yield from _walk(root, root, None, report, opts, set())
+        yield from walk.files(root, None)
         return
     # Held-out folders first: a text that is in both test/ and train/ is then kept in test and
     # dropped from train by exact dedup, so deduplication never leaks evaluation text into training.
     for name in sorted(split_dirs, key=lambda n: SPLITS.index(split_dirs[n]), reverse=True):
-        yield from _walk(root / name, root, split_dirs[name], report, opts, set())
-    for entry in _sorted_entries(root, root, report):
-        if entry.name not in split_dirs and not entry.name.startswith("."):
-            report.add("outside_split_folders", _rel(Path(entry.path), root))
+        if not walk.is_excluded(root / name):
+            yield from walk.files(root / name, split_dirs[name])
+    try:
+        with os.scandir(root) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        report.add(os_error_reason(e), "./", os_error_detail(e))
+        return
+    for entry in entries:
+        if entry.name not in split_dirs and not entry.name.startswith(".") and not walk.is_excluded(Path(entry.path)):
+            report.add("outside_split_folders", walk.rel(entry.path))
 
 
 def folder_splits(root: Path) -> dict[str, str]:
@@ -90,43 +112,18 @@ def folder_splits(root: Path) -> dict[str, str]:
     return {name: s for name, s in SPLIT_DIRS.items() if (Path(root) / name).is_dir()}
 
 
-def _rel(path: Path, root: Path) -> str:
-    """The path as a document id: undecodable bytes in a file name (old archives) become \\xNN escapes,
-    so the id can always be written as UTF-8."""
-    try:
-        rel = path.relative_to(root).as_posix()
-    except ValueError:
-        rel = str(path)
-    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def _sorted_entries(folder: Path, root: Path, report: SkipReport) -> list[os.DirEntry]:
-    try:
-        with os.scandir(folder) as it:
-            return sorted(it, key=lambda e: e.name)
-    except OSError as e:
-        report.add("unreadable", _rel(folder, root) + "/", e.strerror or type(e).__name__)
-        return []
-
-
-def _walk(folder: Path, root: Path, split: str | None, report: SkipReport, opts: ReadOptions,
-          seen: set[str]) -> Iterator[SourceDoc]:
-    real = os.path.realpath(folder)
-    if real in seen:  # a symlink loop
-        return
-    seen.add(real)
-    for entry in _sorted_entries(folder, root, report):
-        if entry.name.startswith("."):  # .git, .DS_Store, editor swap files
-            continue
-        path = Path(entry.path)
+def source_signature(root: Path, *, follow_symlinks: bool = False, exclude: tuple[Path, ...] = ()) -> str:
+    """Names, sizes and mtimes of every file `iter_documents` would read: cheap change detection.
+    Nothing is opened, and the output folder inside the data folder is left out, so writing the
+    run does not change the signature of its own input."""
+    h = hashlib.sha256()
+    for found in iter_files(root, SkipReport(), follow_symlinks=follow_symlinks, exclude=exclude):
         try:
-            is_dir = entry.is_dir()
-        except OSError:
-            is_dir = False
-        if is_dir:
-            yield from _walk(path, root, split, report, opts, seen)
-        else:
-            yield from _read_file(path, root, split, report, opts)
+            mtime = os.stat(found.path).st_mtime_ns
+        except OSError:  # gone since the walk saw it
+            continue
+        h.update(found.rel.encode("utf-8") + f"|{found.size}|{mtime}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def _format(name: str) -> tuple[str | None, str | None]:
@@ -141,16 +138,15 @@ def _format(name: str) -> tuple[str | None, str | None]:
     return (ext if ext in FORMATS else None), compression
 
 
-def _read_file(path: Path, root: Path, split: str | None, report: SkipReport,
-               opts: ReadOptions) -> Iterator[SourceDoc]:
-    rel = _rel(path, root)
-    ext, compression = _format(path.name)
+def _read_file(found: FoundFile, report: SkipReport, opts: ReadOptions) -> Iterator[SourceDoc]:
+    path, rel, split = found.path, found.rel, found.split
+    ext, compression = _format(os.path.basename(path))
     report.files_seen += 1
     if ext is None:
         report.add("unsupported_format", rel, f"read: {' '.join(FORMATS)}, optionally .gz or .zst")
         return
     try:
-        if path.stat().st_size == 0:
+        if found.size == 0:
             report.add("empty", rel)
             return
         if ext == ".parquet":
@@ -171,9 +167,8 @@ def _read_file(path: Path, root: Path, split: str | None, report: SkipReport,
             else:
                 yield from read_text(f, rel, split, opts.max_doc)
     except SkipFile as s:
-        report.add(s.reason, rel if s.line is None else f"{rel}:{s.line}", s.detail)
+        report.add(s.reason, rel, s.detail, line=s.line)
     except (EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError) as e:  # a truncated or damaged archive
         report.add("corrupt_zst" if compression == "zst" else "corrupt_gzip", rel, str(e) or type(e).__name__)
-    except OSError as e:
-        report.add("unreadable", rel, e.strerror or str(e))
-
+    except OSError as e:  # permission denied, gone since the walk, a path too long to open
+        report.add(os_error_reason(e), rel, os_error_detail(e))
