@@ -56,7 +56,8 @@ class PostTrainConfig:
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{name}.{key} = {getattr(self, key)} must be positive")
         if not (0 < self.lr < INF and 0 < self.lora_alpha < INF and 0 <= self.weight_decay < INF) or self.lora_rank < 0:
-            raise ConfigError(f"{name}.lr, .lora_alpha (> 0) and .weight_decay (>= 0) must be finite; .lora_rank >= 0")
+            raise ConfigError(f"{name}.lr, {name}.lora_alpha (> 0) and {name}.weight_decay (>= 0) must be finite; "
+                              f"{name}.lora_rank >= 0")
         if not (0 <= self.min_lr_ratio <= 1 and self.warmup_steps >= 0 and 0 <= self.grad_clip < INF):
             raise ConfigError(f"{name}.min_lr_ratio must be in [0, 1], {name}.warmup_steps >= 0, {name}.grad_clip >= 0")
         parse_targets(self.lora_targets)
@@ -131,7 +132,7 @@ class GRPOConfig(PostTrainConfig):
         if self.group_size < 2:
             raise ConfigError(f"grpo.group_size = {self.group_size} must be at least 2 (advantages compare a group)")
         if self.max_new_tokens <= 0 or self.temperature <= 0 or self.kl_coef < 0 or self.clip_eps <= 0:
-            raise ConfigError("grpo.max_new_tokens, temperature and clip_eps must be > 0, grpo.kl_coef >= 0")
+            raise ConfigError("grpo.max_new_tokens, grpo.temperature and grpo.clip_eps must be > 0, grpo.kl_coef >= 0")
         if not 0 <= self.fact_fraction <= 1:
             raise ConfigError(f"grpo.fact_fraction = {self.fact_fraction} must be in [0, 1]")
         if self.oversample < 1:

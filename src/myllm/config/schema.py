@@ -161,7 +161,9 @@ class DedupConfig:
     def validate(self) -> None:
         if not (0 < self.threshold <= 1):
             raise ConfigError(f"dedup.threshold = {self.threshold} must be in (0, 1]")
-        if self.shingle_words < 1 or self.num_perm < 1 or self.bands < 1 or self.num_perm % self.bands:
+        if self.shingle_words < 1:
+            raise ConfigError(f"dedup.shingle_words = {self.shingle_words} must be at least 1")
+        if self.num_perm < 1 or self.bands < 1 or self.num_perm % self.bands:
             raise ConfigError(
                 f"dedup.bands = {self.bands} must divide dedup.num_perm = {self.num_perm}; "
                 f"pick bands from {divisors(self.num_perm)}"
