@@ -60,7 +60,10 @@ class PostTrainConfig:
                               f"{name}.lora_rank >= 0")
         if not (0 <= self.min_lr_ratio <= 1 and self.warmup_steps >= 0 and 0 <= self.grad_clip < INF):
             raise ConfigError(f"{name}.min_lr_ratio must be in [0, 1], {name}.warmup_steps >= 0, {name}.grad_clip >= 0")
-        parse_targets(self.lora_targets)
+        try:
+            parse_targets(self.lora_targets)
+        except MyLLMError as e:
+            raise ConfigError(f"{name}.lora_targets: {e}") from None
 
     def train_config(self, base: Any) -> Any:  # a TrainConfig -> a TrainConfig (schema.py imports this module)
         return dataclasses.replace(
