@@ -329,3 +329,27 @@ def test_bad_post_training_data(tiny_run, tmp_path, seed, stage, capsys):
         rc, err = cli([stage, "--run", tiny_run, "--data", path, "--no-progress"], capsys)
         assert_one_line_error(rc, err, mentions=named)
         assert_nothing_lost(before, tiny_run)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_bad_generate_and_chat_flags(tiny_run, seed, capsys):
+    """Sampling flags out of range or not finite: refused before a model is loaded (tiny_run has none)."""
+    rng = rng_for(seed, "sampling flags")
+    small = lambda: rng.uniform(1e-6, 100)  # noqa: E731
+    classes = {
+        "max-new-tokens": lambda: rng.randint(-100, 0), "top-k": lambda: rng.randint(-100, -1),
+        "temperature": lambda: rng.choice([-small(), math.nan, math.inf]),
+        "top-p": lambda: rng.choice([0.0, -small(), 1 + small(), math.nan]),
+        "repetition-penalty": lambda: rng.choice([0.0, -small(), math.nan, math.inf]),
+        "frequency-penalty": lambda: rng.choice([math.nan, math.inf, -math.inf]),
+        "presence-penalty": lambda: rng.choice([math.nan, math.inf, -math.inf]),
+        "beams": lambda: rng.randint(-10, 0),
+    }
+    before = snapshot(tiny_run)
+    for _ in range(30):
+        flag = rng.choice(list(classes))
+        command = "generate" if flag == "beams" else rng.choice(["generate", "chat"])
+        rc, err = cli([command, "--run", tiny_run, f"--{flag}", classes[flag]()], capsys)
+        assert_one_line_error(rc, err)
+        assert f"--{flag}" in err or flag.replace("-", "_") in err, err
+        assert_nothing_lost(before, tiny_run)

@@ -163,6 +163,10 @@ def _load(a: argparse.Namespace, path: Path):
 def _check_sampling_flags(a: argparse.Namespace) -> None:
     """The generate/chat flags that are not config keys, checked before a model is loaded or a word printed
     (the config keys, --temperature and the rest, are checked with the run's [sample] section)."""
+    for key in SAMPLE_FLAGS:  # NaN/inf here would otherwise be reported as a `--set` value
+        value = getattr(a, key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise MyLLMError(f"--{key.replace('_', '-')} must be a finite number, got {value}")
     beams = getattr(a, "beams", None)
     if beams is not None and beams < 1:
         raise MyLLMError(f"--beams must be at least 1 (1 = greedy), got {beams}")
