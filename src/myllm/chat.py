@@ -112,21 +112,33 @@ def save_template(tok_dir: Path) -> None:
 
 
 # --- Reading chat data --------------------------------------------------------------------
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, record) for each non-blank line; a malformed line names file:line."""
+def read_jsonl(path: Path, expected: str = "one JSON object per line") -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) for each non-blank line. A missing file or a folder, bytes that are not
+    UTF-8, a line that is not JSON or not an object: one error naming file:line and `expected`."""
     path = Path(path)
+    if path.is_dir():
+        raise MyLLMError(f"data file {path} is a folder; pass a JSONL file ({expected})")
     if not path.is_file():
-        raise MyLLMError(f"data file {path} not found; pass a JSONL file (one JSON object per line)")
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+        raise MyLLMError(f"data file {path} not found; pass a JSONL file ({expected})")
+    try:
+        f = open(path, "rb")  # bytes, decoded line by line, so a bad byte is reported with its line
+    except OSError as e:
+        raise MyLLMError(f"cannot read data file {path}: {e.strerror}") from None
+    with f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if n == 1 else "utf-8")  # a BOM at the start is fine
+            except UnicodeDecodeError:
+                raise MyLLMError(f"{path}:{n}: not UTF-8 text; save the file as UTF-8 ({expected})") from None
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise MyLLMError(f"{path}:{n}: not valid JSON ({e.msg}); fix or delete that line") from None
+            except (ValueError, RecursionError) as e:  # ValueError: JSONDecodeError, or a 5000-digit number
+                reason = e.msg if isinstance(e, json.JSONDecodeError) else "nested too deep or too large"
+                raise MyLLMError(f"{path}:{n}: not valid JSON ({reason}); expected {expected}") from None
             if not isinstance(record, dict):
-                raise MyLLMError(f"{path}:{n}: expected a JSON object, got {type(record).__name__}")
+                raise MyLLMError(f"{path}:{n}: expected a JSON object ({expected}), got {type(record).__name__}")
             yield n, record
 
 

@@ -121,6 +121,17 @@ def post_stage_skip_reason(cfg: RunConfig, stage: str) -> str | None:
     return None
 
 
+def check_post_data(cfg: RunConfig) -> None:
+    """Every enabled post-training stage's own JSONL file, checked whole: a bad line stops `myllm run`
+    at its start, not after pretraining."""
+    from myllm.train import dpo, grpo, sft
+
+    for stage, module in (("sft", sft), ("dpo", dpo), ("grpo", grpo)):
+        section = getattr(cfg, stage)
+        if post_stage_skip_reason(cfg, stage) is None and section.data != "universe":
+            module.check_file(Path(section.data))
+
+
 def stage_post(run: RunDir | Path, cfg: RunConfig, stage: str, show_progress: bool = True,
                log: Callable[[str], None] = print, restart: bool = False) -> dict[str, Any]:
     """Train one post-training stage, then evaluate its model (evals/<stage>.json)."""
@@ -202,6 +213,7 @@ def run(
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     source_signature(cfg.data.source)  # a missing source folder stops here, before any stage
+    check_post_data(cfg)  # so does a bad post-training data file
     fps = fingerprints(run_dir, cfg)
     seconds: dict[str, float] = {}
     stale = False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -159,6 +160,25 @@ def _load(a: argparse.Namespace, path: Path):
     return load_model(path)
 
 
+def _check_sampling_flags(a: argparse.Namespace) -> None:
+    """The generate/chat flags that are not config keys, checked before a model is loaded or a word printed
+    (the config keys, --temperature and the rest, are checked with the run's [sample] section)."""
+    for key in SAMPLE_FLAGS:  # NaN/inf here would otherwise be reported as a `--set` value
+        value = getattr(a, key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise MyLLMError(f"--{key.replace('_', '-')} must be a finite number, got {value}")
+    beams = getattr(a, "beams", None)
+    if beams is not None and beams < 1:
+        raise MyLLMError(f"--beams must be at least 1 (1 = greedy), got {beams}")
+    if not 0 < a.repetition_penalty < math.inf:
+        raise MyLLMError(f"--repetition-penalty must be a finite number > 0 (1 = off), got {a.repetition_penalty}")
+    for flag, value in (("--frequency-penalty", a.frequency_penalty), ("--presence-penalty", a.presence_penalty)):
+        if not math.isfinite(value):
+            raise MyLLMError(f"{flag} must be a finite number (0 = off), got {value}")
+    if any(not text for text in a.stop):
+        raise MyLLMError("--stop needs some text, e.g. --stop 'User:'")
+
+
 def _sampling(a: argparse.Namespace, run: RunDir, tok):
     """The sampling flags over the run's [sample] section (its defaults), plus the penalties and stops."""
     from myllm.infer.engine import SamplingParams
@@ -174,14 +194,16 @@ def _sampling(a: argparse.Namespace, run: RunDir, tok):
 def cmd_chat(a: argparse.Namespace) -> int:
     from myllm.infer.chat_repl import ChatSession, repl
 
+    _check_sampling_flags(a)
     out = RunDir(a.run).require()
+    tok = out.tokenizer()
+    params = _sampling(a, out, tok)  # a bad flag or [sample] value stops before the model loads
     path = _model_path(a, out, a.stage, None)
     model = _load(a, path)
-    tok = out.tokenizer()
     print(f"model: {path}")
     if a.compile:
         print(COMPILING_NOTE)
-    repl(ChatSession(model, tok, _sampling(a, out, tok), a.system or "", compile=a.compile))
+    repl(ChatSession(model, tok, params, a.system or "", compile=a.compile))
     return 0
 
 
@@ -189,15 +211,14 @@ def cmd_generate(a: argparse.Namespace) -> int:
     from myllm.infer.engine import Decoder, beam_search
     from myllm.infer.text import TextStream, stream_text
 
+    _check_sampling_flags(a)  # --beams 0 was silently plain sampling
     out = RunDir(a.run).require()
-    model = _load(a, _model_path(a, out, None, "pretrain"))
     tok = out.tokenizer()
     params = _sampling(a, out, tok)
+    model = _load(a, _model_path(a, out, None, "pretrain"))
     prompt = [tok.bos_id] + tok.encode(a.prompt)
     sys.stdout.write(a.prompt)
-    if a.beams:  # the best beam, printed whole (beams are only ranked at the end)
-        if a.beams < 1:
-            raise MyLLMError(f"--beams must be at least 1, got {a.beams}")
+    if a.beams is not None:  # the best beam, printed whole (beams are only ranked at the end)
         if a.compile:
             print("note: --compile applies to sampling and greedy decoding, not to --beams; ignored", file=sys.stderr)
         (ids, _), *_ = beam_search(model, prompt, a.beams, params.max_new_tokens, params.stop_ids)

@@ -7,9 +7,13 @@ Resolution order (later wins): the run preset (`default` or `quick`), the model 
 by `model.preset`, a user TOML file, then `--set section.key=value` overrides.
 
 Where things live (this is the bottom layer: it imports nothing of myllm but `errors`):
-- `schema.py`: the dataclasses (`RunConfig` and one per section) and their validation.
+- `schema.py`: the dataclasses (`RunConfig` and one per section) and their validation; the
+  post-training sections ([sft], [dpo], [grpo]) are in `post.py` and re-exported by `schema.py`.
 - `presets.py`: the named model shapes, run presets and training presets, as functions.
-- `files.py`: TOML read/write, `--set` parsing, and `resolve_config`.
+- `files.py`: TOML read/write, `--set` parsing, and `resolve_config`. Every source (`--set`, a
+  `--config` file, a run's config.toml read back) goes through one typed check (`check_value`):
+  a wrong type, a NaN/inf float, an unknown section or key, a nested table, a file that is not
+  UTF-8 TOML is one line naming the source, the key and what it must be.
 """
 
 from myllm.config.files import (

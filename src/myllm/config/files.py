@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,39 +38,91 @@ def parse_value(text: str) -> Any:
     return text
 
 
-def apply_overrides(cfg: RunConfig, values: dict[str, Any], origin: str) -> None:
-    """Set `section.key` values, rejecting unknown keys and wrong types with a clear message."""
+# What each field type accepts, said with an example (the fix) in the one-line error.
+EXPECTED = {"bool": "true or false (unquoted)", "int": "an integer, e.g. 8", "float": "a float, e.g. 0.5",
+            "str": "a string, e.g. \"auto\""}
+
+
+def check_value(kind: str, dotted: str, value: Any, origin: str) -> Any:
+    """`value` as the field type `kind` ("bool", "int", "float", "str") wants it, or one line naming
+    the source, the key, the expected type and what was given. The one check of every config source."""
+    if kind == "bool" and isinstance(value, bool):
+        return value
+    if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):  # NaN would pass most range checks (every comparison is false)
+            raise ConfigError(f"{origin}: {dotted} must be a finite float, e.g. 0.5, got {value!r}")
+        return float(value)
+    if kind == "str" and isinstance(value, (str, int, float)):  # bool is an int: train.compile = true -> "true"
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        try:
+            text.encode("utf-8")  # a lone surrogate (from undecodable argv bytes) could not be written back
+        except UnicodeEncodeError:
+            raise ConfigError(f"{origin}: {dotted} is not valid text; use UTF-8 characters") from None
+        return text
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    raise ConfigError(f"{origin}: {dotted} must be {EXPECTED.get(kind, kind)}, got {type(value).__name__} {shown}")
+
+
+def _field_kind(section: Any, key: str) -> str:
+    return str({f.name: f.type for f in dataclasses.fields(section)}[key])
+
+
+def apply_overrides(cfg: RunConfig, values: dict[str, Any], origin: str, *, presets: bool = True) -> None:
+    """Set `section.key` values, rejecting unknown keys and wrong types with a clear message.
+    `model.preset` replaces the model section unless `presets` is off (reading a resolved config back)."""
     for dotted, value in values.items():
         section_name, _, key = dotted.partition(".")
         section = getattr(cfg, section_name, None) if section_name in RunConfig.__dataclass_fields__ else None
         if section is None:
             sections = ", ".join(RunConfig.__dataclass_fields__)
             raise ConfigError(f"{origin}: unknown section {section_name!r} in {dotted!r}; sections: {sections}")
-        fields = {f.name: f for f in dataclasses.fields(section)}
+        fields = [f.name for f in dataclasses.fields(section)]
         if key not in fields:
             raise ConfigError(f"{origin}: unknown key {dotted!r}; {section_name} keys: {', '.join(fields)}")
-        current = getattr(section, key)
-        if isinstance(current, bool) and not isinstance(value, bool):
-            raise ConfigError(f"{origin}: {dotted} must be true or false, got {value!r}")
-        if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if isinstance(current, (int, float)) and not isinstance(current, bool) and type(value) is not type(current):
-            raise ConfigError(f"{origin}: {dotted} must be a {type(current).__name__}, got {value!r}")
-        if isinstance(current, str) and not isinstance(value, str):
-            value = str(value)
+        value = check_value(_field_kind(section, key), dotted, value, origin)
         setattr(section, key, value)
-        if dotted == "model.preset":
+        if dotted == "model.preset" and presets:
             apply_model_preset(cfg, value, origin)
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def section_values(tree: dict[str, Any], origin: str) -> dict[str, Any]:
+    """A TOML document as {"section.key": value}: only `[section]` tables of `key = value` lines."""
     out: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
+    sections = ", ".join(RunConfig.__dataclass_fields__)
+    for name, table in tree.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{origin}: {name} = ... is outside any [section]; put each key under its section "
+                              f"(sections: {sections})")
+        if name not in RunConfig.__dataclass_fields__:
+            raise ConfigError(f"{origin}: unknown section [{name}]; sections: {sections}")
+        for key, value in table.items():
+            if isinstance(value, dict):
+                raise ConfigError(f"{origin}: [{name}.{key}] is a nested table; [{name}] holds only key = value lines")
+            out[f"{name}.{key}"] = value
     return out
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file's tree, or one line saying why not: missing, a folder, unreadable, not UTF-8, not TOML."""
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder; pass a TOML file")
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist; pass an existing TOML file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (bad byte at offset {e.start}); save it as UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        reason = (str(e).splitlines() or ["parse error"])[0]
+        raise ConfigError(f"{what} {path} is not valid TOML: {reason}; fix that line") from None
+    except RecursionError:  # arrays nested thousands deep
+        raise ConfigError(f"{what} {path} is not valid TOML: nested too deep") from None
 
 
 def _preset_first(values: dict[str, Any]) -> dict[str, Any]:
@@ -87,13 +140,7 @@ def resolve_config(
     run_preset(preset)(cfg)
     if config_file is not None:
         path = Path(config_file)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; pass an existing TOML file")
-        try:
-            tree = tomllib.loads(path.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
-        apply_overrides(cfg, _preset_first(flatten(tree)), str(path))
+        apply_overrides(cfg, _preset_first(section_values(read_toml(path, "config file"), str(path))), str(path))
     if overrides:
         values = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
         apply_overrides(cfg, _preset_first(values), "--set")
@@ -112,22 +159,15 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def load_run_config(path: str | Path) -> RunConfig:
-    """Read a resolved `config.toml` written by `dump_config` (exact, no presets applied)."""
+    """Read a resolved `config.toml` written by `dump_config` (exact, no presets applied), through the
+    same typed check as `--set` and `--config`; a bad value is one line naming the file and the key."""
     path = Path(path)
-    try:
-        tree = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"cannot read run config {path}: {e}") from None
     cfg = RunConfig()
-    for section in dataclasses.fields(cfg):
-        values = tree.get(section.name, {})
-        obj = getattr(cfg, section.name)
-        known = {f.name for f in dataclasses.fields(obj)}
-        unknown = set(values) - known
-        if unknown:
-            raise ConfigError(f"{path}: unknown keys {sorted(unknown)} in [{section.name}]")
-        setattr(cfg, section.name, type(obj)(**values))
-    return cfg.validate()
+    apply_overrides(cfg, section_values(read_toml(path, "run config"), str(path)), str(path), presets=False)
+    try:
+        return cfg.validate()
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def _toml_value(v: Any) -> str:

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from myllm.errors import ConfigError, MyLLMError
+# The post-training sections live in post.py (re-exported here, so `myllm.config.schema` still has every section).
+from myllm.config.post import (  # noqa: F401
+    LORA_TARGETS,
+    DPOConfig,
+    GRPOConfig,
+    PostTrainConfig,
+    SFTConfig,
+    parse_targets,
+)
+from myllm.errors import ConfigError
 
 INF = float("inf")
 NON_NEGATIVE = ("seq_len", "warmup_steps", "time_budget", "weight_decay", "grad_clip")  # [train] keys: finite, >= 0
@@ -50,6 +60,8 @@ class ModelConfig:
             raise ConfigError(f"head size d_model/n_heads = {self.head_dim} must be even for RoPE")
         if self.vocab_size > 2**31:
             raise ConfigError(f"model.vocab_size = {self.vocab_size} is too large")
+        if not (self.rope_theta > 0 and self.norm_eps > 0):
+            raise ConfigError(f"model.rope_theta = {self.rope_theta} and model.norm_eps = {self.norm_eps} must be > 0")
 
 
 def divisors(n: int) -> list[int]:
@@ -77,7 +89,7 @@ class DataConfig:
             raise ConfigError("data.val_fraction and data.test_fraction must be in [0, 1)")
         if self.val_fraction + self.test_fraction >= 1:
             raise ConfigError("data.val_fraction + data.test_fraction must leave room for train (< 1)")
-        for name in ("workers", "memory_mb", "tokenizer_train_mb"):
+        for name in ("workers", "memory_mb", "tokenizer_train_mb", "shard_tokens"):
             if getattr(self, name) < (0 if name == "workers" else 1):
                 raise ConfigError(f"data.{name} = {getattr(self, name)} is out of range")
         if not self.text_field:
@@ -128,6 +140,10 @@ class QualityConfig:
             raise ConfigError("quality.min_words must be >= 0 and <= quality.max_words")
         if not (0 < self.min_mean_word_length <= self.max_mean_word_length):
             raise ConfigError("quality.min_mean_word_length must be > 0 and <= quality.max_mean_word_length")
+        for name in [f.name for f in dataclasses.fields(self) if f.name.endswith(("_fraction", "_ratio"))]:
+            if not 0 <= getattr(self, name) <= (1 if name.endswith("fraction") else INF):
+                raise ConfigError(f"quality.{name} = {getattr(self, name)} must be "
+                                  + ("in [0, 1]" if name.endswith("fraction") else ">= 0"))
 
 
 @dataclass
@@ -146,7 +162,9 @@ class DedupConfig:
     def validate(self) -> None:
         if not (0 < self.threshold <= 1):
             raise ConfigError(f"dedup.threshold = {self.threshold} must be in (0, 1]")
-        if self.shingle_words < 1 or self.num_perm < 1 or self.bands < 1 or self.num_perm % self.bands:
+        if self.shingle_words < 1:
+            raise ConfigError(f"dedup.shingle_words = {self.shingle_words} must be at least 1")
+        if self.num_perm < 1 or self.bands < 1 or self.num_perm % self.bands:
             raise ConfigError(
                 f"dedup.bands = {self.bands} must divide dedup.num_perm = {self.num_perm}; "
                 f"pick bands from {divisors(self.num_perm)}"
@@ -205,133 +223,8 @@ class TrainConfig:
         if self.global_batch < 0 or self.loss_chunk < -1 or self.max_bad_steps < 1 or self.dist_timeout <= 0:
             raise ConfigError("train.global_batch must be >= 0, train.loss_chunk >= -1, train.max_bad_steps >= 1, "
                               "train.dist_timeout > 0")
-
-
-# The linears of a block that LoRA can wrap (see myllm.train.lora), named as in myllm.model.
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-def parse_targets(targets: str | tuple[str, ...]) -> tuple[str, ...]:
-    """`"q_proj,v_proj"` (or a tuple) -> the LoRA target names, each checked against LORA_TARGETS."""
-    names = tuple(t.strip() for t in targets.split(",")) if isinstance(targets, str) else tuple(targets)
-    bad = [t for t in names if t not in LORA_TARGETS]
-    if bad or not names:
-        raise MyLLMError(f"LoRA targets {bad or names}: choose from {', '.join(LORA_TARGETS)} (comma-separated)")
-    return names
-
-
-@dataclass
-class PostTrainConfig:
-    """What SFT, DPO and GRPO share: their data, a short training recipe, optional LoRA.
-
-    Each stage starts from the previous enabled stage's final checkpoint (SFT from pretraining,
-    DPO from SFT, GRPO from DPO) and trains with the shared loop; `train_config` turns this
-    section into the loop's TrainConfig (device and threads come from [train]).
-    """
-
-    enabled: bool = True
-    data: str = "universe"  # "universe" (generated from the world) or a JSONL file
-    examples: int = 2000  # how many universe records to generate
-    max_steps: int = 100
-    batch_size: int = 16
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 10
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    lora_rank: int = 0  # 0 = full fine-tuning; > 0 trains rank-r adapters only
-    lora_alpha: float = 16.0
-    lora_targets: str = "q_proj,k_proj,v_proj,o_proj"
-    seed: int = 0
-
-    def validate(self, name: str) -> None:
-        for key in ("max_steps", "batch_size", "examples"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"{name}.{key} = {getattr(self, key)} must be positive")
-        if not (0 < self.lr < INF and 0 < self.lora_alpha < INF and 0 <= self.weight_decay < INF) or self.lora_rank < 0:
-            raise ConfigError(f"{name}.lr, .lora_alpha (> 0) and .weight_decay (>= 0) must be finite; .lora_rank >= 0")
-        parse_targets(self.lora_targets)
-
-    def train_config(self, base: TrainConfig) -> TrainConfig:
-        return dataclasses.replace(
-            base, batch_size=self.batch_size, grad_accum=1, max_steps=self.max_steps, time_budget=0.0, lr=self.lr,
-            min_lr_ratio=self.min_lr_ratio, warmup_steps=self.warmup_steps, weight_decay=self.weight_decay,
-            grad_clip=self.grad_clip, eval_every=self.max_steps, ckpt_every=max(self.max_steps // 2, 1), keep_last=1,
-            seed=self.seed, compile="false", global_batch=0, phases="")
-
-
-@dataclass
-class SFTConfig(PostTrainConfig):
-    """Supervised fine-tuning on chats, loss on assistant tokens only, short chats packed per row."""
-
-    examples: int = 3000
-    max_steps: int = 250  # with text rows: 150 steps gave 58% held-out fact QA, 250 gave 98%
-    batch_size: int = 8
-    lr: float = 2e-3
-    overlong: str = "truncate"  # a chat longer than the context: "truncate" (keep its start) or "drop"
-    text_rows: int = 2  # pretraining-text windows added to each batch, so SFT keeps the book text (0: chats only)
-
-    def validate(self, name: str = "sft") -> None:
-        super().validate(name)
-        if self.text_rows < 0:
-            raise ConfigError(f"sft.text_rows = {self.text_rows} must be >= 0")
-        if self.overlong not in ("truncate", "drop"):
-            raise ConfigError(f"sft.overlong = {self.overlong!r}; choose truncate or drop")
-
-
-@dataclass
-class DPOConfig(PostTrainConfig):
-    """Direct preference optimization against the frozen starting model."""
-
-    examples: int = 1000
-    max_steps: int = 60
-    batch_size: int = 16
-    lr: float = 5e-5  # small: at 1e-4 the default run's fact-QA accuracy fell 4 points, at 5e-4 by 77
-    beta: float = 0.1  # strength of the preference; larger stays closer to the reference
-    # Universe pairs: share that are sums (chosen right, rejected off by 1-2). Off: at 0.3 the default run's DPO kept
-    # more arithmetic (14% vs 10%) but GRPO then ended lower (14.5% vs 21%).
-    arith_fraction: float = 0.0
-
-    def validate(self, name: str = "dpo") -> None:
-        super().validate(name)
-        if self.beta <= 0:
-            raise ConfigError(f"dpo.beta = {self.beta} must be positive")
-        if not 0 <= self.arith_fraction <= 1:
-            raise ConfigError(f"dpo.arith_fraction = {self.arith_fraction} must be in [0, 1]")
-
-
-@dataclass
-class GRPOConfig(PostTrainConfig):
-    """Group-relative policy optimization with verifiable rewards."""
-
-    examples: int = 1000
-    max_steps: int = 45
-    batch_size: int = 8  # prompts per step; each gets group_size completions
-    lr: float = 5e-4  # at 1e-3 (kl_coef 0.02) the default run's fact QA fell 12 points during GRPO, here 7
-    warmup_steps: int = 5
-    group_size: int = 8
-    max_new_tokens: int = 40
-    temperature: float = 0.8  # rollouts a little sharper than the model: at 1.0 more groups were all wrong
-    kl_coef: float = 0.05  # weight of the k3 KL estimate to the frozen reference
-    clip_eps: float = 0.2  # policy-ratio clip range
-    fact_fraction: float = 0.2  # universe prompts: share of fact questions kept beside the arithmetic
-    oversample: int = 1  # roll out oversample x batch_size prompts, train on the groups with a signal
-
-    def validate(self, name: str = "grpo") -> None:
-        super().validate(name)
-        if self.group_size < 2:
-            raise ConfigError(f"grpo.group_size = {self.group_size} must be at least 2 (advantages compare a group)")
-        if self.max_new_tokens <= 0 or self.temperature <= 0 or self.kl_coef < 0 or self.clip_eps <= 0:
-            raise ConfigError("grpo.max_new_tokens, temperature and clip_eps must be > 0, grpo.kl_coef >= 0")
-        if not 0 <= self.fact_fraction <= 1:
-            raise ConfigError(f"grpo.fact_fraction = {self.fact_fraction} must be in [0, 1]")
-        if self.oversample < 1:
-            raise ConfigError(f"grpo.oversample = {self.oversample} must be at least 1 (1 = plain GRPO)")
-
-    def train_config(self, base: TrainConfig) -> TrainConfig:
-        # GRPO's loss is a policy-gradient surrogate near 0 whose size follows the advantages, so a
-        # "spike" against its running mean means nothing: spike logging is off for this stage.
-        return dataclasses.replace(super().train_config(base), spike_factor=0.0)
+        if self.eval_tokens <= 0 or self.spike_factor < 0 or self.threads < 0:
+            raise ConfigError("train.eval_tokens must be > 0, train.spike_factor >= 0 (0: off), train.threads >= 0")
 
 
 @dataclass
@@ -343,6 +236,16 @@ class SampleConfig:
     top_k: int = 0
     top_p: float = 0.95
     seed: int = 0
+
+    def validate(self) -> None:
+        if self.max_new_tokens <= 0:
+            raise ConfigError(f"sample.max_new_tokens = {self.max_new_tokens} must be at least 1")
+        if self.temperature < 0:
+            raise ConfigError(f"sample.temperature = {self.temperature} must be >= 0 (0 = greedy)")
+        if self.top_k < 0:
+            raise ConfigError(f"sample.top_k = {self.top_k} must be >= 0 (0 = off)")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"sample.top_p = {self.top_p} must be in (0, 1] (1 = off)")
 
 
 @dataclass
@@ -360,6 +263,14 @@ class QuantConfig:
             raise ConfigError(f"quant.group_size = {self.group_size} must be an even number >= 2, e.g. 32 or 64")
 
 
+def check_finite(section: Any, name: str) -> None:
+    """Every float of a section is a finite number: NaN passes most range checks (every comparison is false)."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name}.{f.name} = {value} must be a finite number")
+
+
 @dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -375,16 +286,9 @@ class RunConfig:
     quant: QuantConfig = field(default_factory=QuantConfig)
 
     def validate(self) -> RunConfig:
-        self.data.validate()
-        self.clean.validate()
-        self.quality.validate()
-        self.dedup.validate()
-        self.model.validate()
-        self.train.validate()
-        self.sft.validate()
-        self.dpo.validate()
-        self.grpo.validate()
-        self.quant.validate()
+        for section in dataclasses.fields(self):
+            check_finite(getattr(self, section.name), section.name)
+            getattr(self, section.name).validate()
         if self.train.seq_len > self.model.context:
             raise ConfigError(
                 f"train.seq_len = {self.train.seq_len} exceeds model.context = {self.model.context}; "

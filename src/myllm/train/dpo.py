@@ -27,7 +27,7 @@ from myllm.config import RunConfig
 from myllm.errors import MyLLMError
 from myllm.tokenizer import Tokenizer
 from myllm.train.loop import TrainResult
-from myllm.train.post import Shuffled, pad_rows, run_post_stage, sequence_logprobs
+from myllm.train.post import Shuffled, check_data_file, pad_rows, run_post_stage, sequence_logprobs
 
 
 def reply_text(value: Any, where: str) -> str:
@@ -36,8 +36,26 @@ def reply_text(value: Any, where: str) -> str:
     if isinstance(value, dict):
         value = value.get("content")
     if not isinstance(value, str):
-        raise MyLLMError(f"{where}: a reply must be a string or an assistant message {{\"content\": ...}}")
+        raise MyLLMError(f"{where}: a reply must be a string or an assistant message {{\"content\": ...}}, "
+                         f"got {type(value).__name__}")
     return value
+
+
+FORMAT = '{"prompt": "..." (or a messages list), "chosen": "...", "rejected": "..."} per line'
+
+
+def check_record(record: dict, where: str) -> tuple[list[dict[str, str]], str, str]:
+    """(prompt messages, chosen reply, rejected reply), or one line naming `where` (file:line) and the format."""
+    for key in ("prompt", "chosen", "rejected"):
+        if key not in record:
+            raise MyLLMError(f"{where}: a preference pair needs \"prompt\", \"chosen\" and \"rejected\" "
+                             f"(no \"{key}\"); expected {FORMAT}")
+    return as_messages(record["prompt"], where), reply_text(record["chosen"], where), \
+        reply_text(record["rejected"], where)
+
+
+def check_file(path: Path) -> int:
+    return check_data_file(path, check_record, FORMAT)
 
 
 def load_pairs(path: Path, tok: Tokenizer, seq_len: int, log=print) -> list[dict[str, Any]]:
@@ -45,16 +63,12 @@ def load_pairs(path: Path, tok: Tokenizer, seq_len: int, log=print) -> list[dict
     `start` is where the reply begins."""
     end = tok.token_id("<|end|>")
     pairs, same, long = [], 0, 0
-    for n, record in read_jsonl(path):
-        where = f"{path}:{n}"
-        for key in ("prompt", "chosen", "rejected"):
-            if key not in record:
-                raise MyLLMError(f"{where}: a preference pair needs \"prompt\", \"chosen\" and \"rejected\"")
-        chosen, rejected = reply_text(record["chosen"], where), reply_text(record["rejected"], where)
+    for n, record in read_jsonl(path, FORMAT):
+        messages, chosen, rejected = check_record(record, f"{path}:{n}")
         if chosen.strip() == rejected.strip():
             same += 1
             continue
-        prompt = prompt_ids(tok, as_messages(record["prompt"], where))
+        prompt = prompt_ids(tok, messages)
         seqs = [prompt + tok.encode(r) + [end] for r in (chosen, rejected)]
         if max(len(s) for s in seqs) > seq_len + 1:
             long += 1
@@ -125,4 +139,4 @@ def dpo(run_dir: Path, cfg: RunConfig, data: str | None = None, restart: bool = 
         loss = lambda m, b: dpo_loss(m, b, cfg.dpo.beta, tok.pad_id, device)  # noqa: E731
         return batches, loss, lambda b: sum(len(p["chosen"]) + len(p["rejected"]) for p in b)
 
-    return run_post_stage(run_dir, cfg, "dpo", make, data, restart, show_progress, log)
+    return run_post_stage(run_dir, cfg, "dpo", make, data, restart, show_progress, log, check_file)

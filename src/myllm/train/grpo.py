@@ -40,22 +40,40 @@ from myllm.evals.verifiers import get_verifier
 from myllm.infer.engine import SamplingParams, generate_many
 from myllm.tokenizer import Tokenizer
 from myllm.train.loop import TrainResult
-from myllm.train.post import Shuffled, pad_rows, run_post_stage, sequence_logprobs
+from myllm.train.post import Shuffled, check_data_file, pad_rows, run_post_stage, sequence_logprobs
+
+FORMAT = '{"prompt": "..." (or a messages list), "answer": "7", "verifier": "number"} per line (verifier optional)'
+
+
+def check_record(record: dict, where: str) -> tuple[list[dict[str, str]], str, str]:
+    """(prompt messages, answer, verifier name), or one line naming `where` (file:line) and the format."""
+    if "prompt" not in record or "answer" not in record:
+        raise MyLLMError(f"{where}: a GRPO record needs \"prompt\" and \"answer\"; expected {FORMAT}")
+    answer, verifier = record["answer"], record.get("verifier", "exact")
+    if isinstance(answer, (dict, list)) or answer is None:
+        raise MyLLMError(f"{where}: \"answer\" must be a string or a number, got {type(answer).__name__}")
+    if not isinstance(verifier, str):
+        raise MyLLMError(f"{where}: \"verifier\" must be a verifier's name, got {type(verifier).__name__}")
+    try:
+        get_verifier(verifier)  # unknown names fail here, before training
+    except MyLLMError as e:
+        raise MyLLMError(f"{where}: {e}") from None
+    return as_messages(record["prompt"], where), str(answer), verifier
+
+
+def check_file(path: Path) -> int:
+    return check_data_file(path, check_record, FORMAT)
 
 
 def load_prompts(path: Path, tok: Tokenizer, max_prompt: int, log=print) -> list[dict[str, Any]]:
     prompts, long = [], 0
-    for n, record in read_jsonl(path):
-        where = f"{path}:{n}"
-        if "prompt" not in record or "answer" not in record:
-            raise MyLLMError(f"{where}: a GRPO record needs \"prompt\" and \"answer\" (and optionally \"verifier\")")
-        verifier = record.get("verifier", "exact")
-        get_verifier(verifier)  # unknown names fail here, before training
-        ids = prompt_ids(tok, as_messages(record["prompt"], where))
+    for n, record in read_jsonl(path, FORMAT):
+        messages, answer, verifier = check_record(record, f"{path}:{n}")
+        ids = prompt_ids(tok, messages)
         if len(ids) > max_prompt:
             long += 1
             continue
-        prompts.append({"ids": ids, "answer": str(record["answer"]), "verifier": verifier})
+        prompts.append({"ids": ids, "answer": answer, "verifier": verifier})
     log(f"grpo: {len(prompts)} prompts from {path}" + (f" ({long} too long for the context, skipped)" if long else ""))
     if not prompts:
         raise MyLLMError(f"{path} has no usable prompts")
@@ -158,4 +176,4 @@ def grpo(run_dir: Path, cfg: RunConfig, data: str | None = None, restart: bool =
         batches = Rollouts(model, reference, tok, prompts, cfg.grpo, device, log)
         return batches, lambda m, b: grpo_loss(m, b, cfg.grpo), lambda b: int(b["mask"].sum())
 
-    return run_post_stage(run_dir, cfg, "grpo", make, data, restart, show_progress, log)
+    return run_post_stage(run_dir, cfg, "grpo", make, data, restart, show_progress, log, check_file)

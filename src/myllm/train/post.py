@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from myllm import universe
-from myllm.chat import save_template
+from myllm.chat import read_jsonl, save_template
 from myllm.config import PostTrainConfig, RunConfig
 from myllm.device import resolve_device
 from myllm.errors import MyLLMError
@@ -50,6 +50,18 @@ def universe_records(world: universe.World, stage: str, section: PostTrainConfig
     return universe_tasks.grpo_prompts(world, section.seed, section.examples, section.fact_fraction)
 
 
+def check_data_file(path: Path, check_record: Callable[[dict, str], Any], expected: str) -> int:
+    """Read a stage's JSONL file once and check every record's shape (no tokenizer needed), so a bad
+    line stops the stage, with file:line and the expected format, before anything is written or deleted."""
+    count = 0
+    for n, record in read_jsonl(path, expected):
+        check_record(record, f"{path}:{n}")
+        count += 1
+    if not count:
+        raise MyLLMError(f"data file {path} is empty; expected {expected}")
+    return count
+
+
 def data_file(run: RunDir, stage: str, section: PostTrainConfig) -> Path:
     """The stage's JSONL: the configured file, or the universe records written into the run."""
     if section.data != "universe":
@@ -68,14 +80,18 @@ def run_post_stage(
     restart: bool = False,
     show_progress: bool = True,
     log: Callable[[str], None] = print,
+    check_file: Callable[[Path], int] | None = None,
 ) -> TrainResult:
     """Train one post-training stage. `make(model, tok, data_path, device)` returns
     (batches, loss_fn, tokens_in) for the loop; it runs after the model is loaded and before
-    LoRA is applied, so it may copy the model as a frozen reference."""
+    LoRA is applied, so it may copy the model as a frozen reference. `check_file(path)` checks a
+    user's data file first, before anything is read from the run or written to it."""
     run = RunDir.of(run_dir)
     section: PostTrainConfig = getattr(cfg, stage)
     if data is not None:
         section.data = str(data)
+    if check_file is not None and section.data != "universe":
+        check_file(Path(section.data))
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)

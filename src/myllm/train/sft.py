@@ -32,9 +32,22 @@ from myllm.errors import MyLLMError
 from myllm.rundir import RunDir
 from myllm.tokenizer import Tokenizer
 from myllm.train.loop import TrainResult
-from myllm.train.post import Shuffled, run_post_stage
+from myllm.train.post import Shuffled, check_data_file, run_post_stage
 
 IGNORE = -100
+FORMAT = ('{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]} '
+          "per line (roles: system, user, assistant)")
+
+
+def check_record(record: dict, where: str) -> list[dict[str, str]]:
+    """One chat's messages, or one line naming `where` (file:line) and the format."""
+    if "messages" not in record:
+        raise MyLLMError(f"{where}: no \"messages\" field; expected {FORMAT}")
+    return check_messages(record["messages"], where)
+
+
+def check_file(path: Path) -> int:
+    return check_data_file(path, check_record, FORMAT)
 
 
 def load_examples(path: Path, tok: Tokenizer, seq_len: int, overlong: str,
@@ -42,8 +55,8 @@ def load_examples(path: Path, tok: Tokenizer, seq_len: int, overlong: str,
     """(inputs, targets) per usable conversation: targets are the next token where it is an
     assistant token, else -100. Counts of skipped records are printed."""
     examples, skipped = [], {"no assistant turn": 0, "too long, dropped": 0, "too long, truncated": 0}
-    for n, record in read_jsonl(path):
-        messages = check_messages(record.get("messages"), f"{path}:{n}")
+    for n, record in read_jsonl(path, FORMAT):
+        messages = check_record(record, f"{path}:{n}")
         if not any(m["role"] == "assistant" for m in messages):
             skipped["no assistant turn"] += 1
             continue
@@ -163,4 +176,4 @@ def sft(run_dir: RunDir | Path, cfg: RunConfig, data: str | None = None, restart
         return (WithText(batches, text), lambda m, b: sft_text_loss(m, b, device),
                 lambda b: b[0][0].numel() + b[1][0].numel())
 
-    return run_post_stage(run_dir, cfg, "sft", make, data, restart, show_progress, log)
+    return run_post_stage(run_dir, cfg, "sft", make, data, restart, show_progress, log, check_file)
