@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except MyLLMError as e:
-        print(f"myllm {args.command}: error: {e}", file=sys.stderr)
+        print(f"myllm {args.command}: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\nmyllm {args.command}: interrupted; completed checkpoints are kept, re-run to resume",
@@ -50,15 +50,19 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         if os.environ.get("MYLLM_DEBUG"):
             raise
-        print(f"myllm {args.command}: error: {os_error_message(e)}", file=sys.stderr)
+        print(f"myllm {args.command}: error: {one_line(os_error_message(e))}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - the last line of defence against a traceback
         if os.environ.get("MYLLM_DEBUG"):
             raise
-        first = str(e).splitlines()[0][:300] if str(e) else ""
-        print(f"myllm {args.command}: internal error: {type(e).__name__}: {first} (a bug in myllm: please report "
-              "it; MYLLM_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(f"myllm {args.command}: internal error: {type(e).__name__}: {one_line(str(e))[:300]} (a bug in myllm: "
+              "please report it; MYLLM_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
+
+
+def one_line(message: str) -> str:
+    """A message on one line (an exception text quoted inside it may hold newlines)."""
+    return " ".join(message.split())
 
 
 def os_error_message(e: OSError) -> str:

@@ -60,8 +60,9 @@ class ModelConfig:
             raise ConfigError(f"head size d_model/n_heads = {self.head_dim} must be even for RoPE")
         if self.vocab_size > 2**31:
             raise ConfigError(f"model.vocab_size = {self.vocab_size} is too large")
-        if not (self.rope_theta > 0 and self.norm_eps > 0):
-            raise ConfigError(f"model.rope_theta = {self.rope_theta} and model.norm_eps = {self.norm_eps} must be > 0")
+        if not (0 < self.rope_theta < INF and 0 < self.norm_eps < INF and 0 <= self.init_std < INF):
+            raise ConfigError(f"model.rope_theta = {self.rope_theta} and model.norm_eps = {self.norm_eps} must be "
+                              f"finite and > 0, model.init_std = {self.init_std} finite and >= 0")
 
 
 def divisors(n: int) -> list[int]:

@@ -96,10 +96,18 @@ def file_sha256(path: Path) -> str:
 
 
 def write_state(folder: Path, state: dict[str, Any]) -> None:
-    """state.json, written last, with the checksum of every other file in `folder`."""
+    """state.json, written last, with the checksum of every other file in `folder` and a digest of itself."""
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "state.json")
     state = {**state, "checksums": {str(p.relative_to(folder)): file_sha256(p) for p in files}}
+    state["state_sha256"] = state_digest(state)
     (folder / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+
+
+def state_digest(state: dict[str, Any]) -> str:
+    """SHA-256 of a state's content (its own digest left out): an edited or bit-flipped state.json (a changed
+    model shape, a different base) is caught, as the checksums catch the other files."""
+    body = {k: v for k, v in state.items() if k != "state_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def checkpoint_problem(path: Path) -> str | None:
@@ -107,7 +115,7 @@ def checkpoint_problem(path: Path) -> str | None:
     try:
         state = read_state(path)
     except MyLLMError:
-        return "state.json is unreadable"
+        return "state.json is unreadable or was changed"
     checksums = state.get("checksums")
     if not isinstance(checksums, dict):
         return "state.json lists no checksums"
@@ -161,6 +169,9 @@ def read_state(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise MyLLMError(f"checkpoint {path}: state.json is not a JSON object; delete the checkpoint to fall back to "
                          "an older one, or re-run the stage with --restart")
+    if "state_sha256" in state and state["state_sha256"] != state_digest(state):  # older checkpoints have none
+        raise MyLLMError(f"checkpoint {path}: state.json was changed after it was written (its digest does not "
+                         "match); restore it, delete the checkpoint to use an older one, or re-run with --restart")
     return state
 
 
