@@ -165,10 +165,29 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON (JSON numbers are finite)")
 
 
+MAX_JSON_DEPTH = 64  # OpenAI requests nest a few levels (tool schemas a dozen or so); deeper is refused
+
+
+def json_depth(value: Any) -> int:
+    """How deeply lists and objects nest in `value` (iterative: any depth is measured, none recursed)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def decode_json(raw: bytes) -> Any:
-    """The decoded body, or a 400 for anything that is not standard JSON (run it off the event loop)."""
+    """The decoded body, or a 400 for anything that is not standard JSON or nests past MAX_JSON_DEPTH (run it
+    off the event loop). The depth is checked on its own: how deep json.loads gets before a RecursionError
+    depends on the interpreter's recursion limit, which libraries (torch.compile) raise."""
     try:
-        return json.loads(raw, parse_constant=_no_constant)
+        body = json.loads(raw, parse_constant=_no_constant)
+        if json_depth(body) > MAX_JSON_DEPTH:
+            raise RecursionError
+        return body
     except RecursionError:
         raise APIError(400, "the JSON body is nested too deeply to parse; send a flat request object") from None
     except ValueError as e:  # invalid JSON or UTF-8, NaN/Infinity, an integer of over 4,300 digits
