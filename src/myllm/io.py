@@ -8,6 +8,7 @@ whose output exists is complete. A writer that can be killed often (an export) c
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -29,6 +30,34 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+# How a full disk shows when a library, not Python, does the write: safetensors (Rust) and torch.save (C++).
+DISK_FULL_TEXT = ("os error 28", "No space left on device", "StorageFull")
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Writes into `path`: a full disk, whichever library noticed it, becomes `OSError(ENOSPC)` naming `path`
+    (a plain write names no file; safetensors and torch.save raise their own errors)."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT) and not e.filename:
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        raise
+    except Exception as e:  # SafetensorError derives from Exception only
+        if any(text in str(e) for text in DISK_FULL_TEXT) or ("unexpected pos" in str(e) and _nearly_full(path)):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from None
+        raise
+
+
+def _nearly_full(path: str | Path) -> bool:
+    # torch.save's "unexpected pos" means a short write; with under 1 MB free, that is the disk being full.
+    try:
+        return shutil.disk_usage(Path(path) if Path(path).is_dir() else Path(path).parent).free < 1 << 20
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w", **kwargs) -> Iterator[Any]:
     """Open a temp file next to `path`; on success it replaces `path`, on error it is removed."""
@@ -37,7 +66,7 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs) -> Iterator[Any]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        with open(tmp, mode, **kwargs) as f:
+        with writing(path), open(tmp, mode, **kwargs) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -70,7 +99,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
-        yield tmp
+        with writing(path):
+            yield tmp
         replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

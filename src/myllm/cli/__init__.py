@@ -50,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         if os.environ.get("MYLLM_DEBUG"):
             raise
-        print(f"myllm {args.command}: error: {one_line(os_error_message(e))}", file=sys.stderr)
+        if isinstance(e, BrokenPipeError):  # `myllm generate ... | head`: the reader left, nothing is wrong
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+            return 0
+        folder = next((str(v) for k in ("run", "out", "run_dir") if (v := getattr(args, k, None))), None)
+        print(f"myllm {args.command}: error: {one_line(os_error_message(e, folder))}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - the last line of defence against a traceback
         if os.environ.get("MYLLM_DEBUG"):
@@ -65,9 +69,10 @@ def one_line(message: str) -> str:
     return " ".join(message.split())
 
 
-def os_error_message(e: OSError) -> str:
-    """A full disk or an unwritable path, in one line: what, where, and what to do."""
-    where = e.filename or "the output folder"
+def os_error_message(e: OSError, folder: str | None = None) -> str:
+    """A full disk or an unwritable path, in one line: what, where (the run folder if the error names no
+    file), and what to do."""
+    where = e.filename or (f"into {folder}" if folder else "the output")
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         try:
             free = f"{shutil.disk_usage(os.path.dirname(os.path.abspath(where)) or '.').free:,} bytes free"

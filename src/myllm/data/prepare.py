@@ -197,7 +197,10 @@ def _run_pool(batches: Iterator[list], workers: int, settings: tuple, in_flight:
 def corpus_settings(data: DataConfig) -> dict[str, Any]:
     """The [data] keys that change the corpus (not how fast it is made, nor later stages)."""
     later = ("workers", "memory_mb", "tokenizer_train_mb", "shard_tokens")
-    return {k: v for k, v in asdict(data).items() if k not in later}
+    settings = {k: v for k, v in asdict(data).items() if k not in later}
+    if not data.follow_symlinks:  # added later: at its default, the fingerprints of runs made before stay valid
+        del settings["follow_symlinks"]
+    return settings
 
 
 def source_size(source: Path, data: DataConfig, exclude: tuple[Path, ...] = ()) -> int:

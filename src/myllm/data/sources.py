@@ -116,14 +116,24 @@ def source_signature(root: Path, *, follow_symlinks: bool = False, exclude: tupl
     """Names, sizes and mtimes of every file `iter_documents` would read: cheap change detection.
     Nothing is opened, and the output folder inside the data folder is left out, so writing the
     run does not change the signature of its own input."""
-    h = hashlib.sha256()
+    rows = []
     for found in iter_files(root, SkipReport(), follow_symlinks=follow_symlinks, exclude=exclude):
         try:
             mtime = os.stat(found.path).st_mtime_ns
         except OSError:  # gone since the walk saw it
             continue
-        h.update(found.rel.encode("utf-8") + f"|{found.size}|{mtime}\n".encode())
+        rows.append((found.rel, found.size, mtime))
+    h = hashlib.sha256()
+    for rel, size, mtime in sorted(rows, key=lambda row: _walk_order(row[0])):
+        h.update(rel.encode("utf-8") + f"|{size}|{mtime}\n".encode())
     return h.hexdigest()[:16]
+
+
+def _walk_order(rel: str) -> tuple:
+    # The order of a sorted os.walk (a folder's files, then its subfolders), which signatures were hashed
+    # in before this walk: a run directory made then keeps its fingerprints.
+    *folders, name = rel.split("/")
+    return (*((1, f) for f in folders), (0, name))
 
 
 def _format(name: str) -> tuple[str | None, str | None]:

@@ -76,11 +76,11 @@ def pretrain(
         torch.manual_seed(cfg.train.seed)
         with config_rejections():
             model = Transformer(cfg.model).to(device)
-        check_optimizer(model, cfg.train, device)  # validate, then delete
-        if restart and ctx.is_main:
+        check_optimizer(model, cfg.train, device)
+        batches = make_batches(run, cfg, phases, seq_len, ctx.rank, ctx.world_size)  # opens and checks the shards
+        if restart and ctx.is_main:  # validate (model, optimizer, data), then delete
             shutil.rmtree(run.checkpoints("pretrain"), ignore_errors=True)
         barrier(ctx)
-        batches = make_batches(run, cfg, phases, seq_len, ctx.rank, ctx.world_size)
         chunk = loss_chunk(cfg)
 
         if ctx.is_main and split_tokens(run, "val") < 2:  # said once, not at every evaluation
