@@ -23,7 +23,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 
 from fuzzing import assert_one_line_error, cli
 from myllm.errors import MyLLMError
-from myllm.train.checkpoint import file_sha256
+from myllm.train.checkpoint import file_sha256, state_digest
 from myllm.train.sharded import read_dcp
 
 
@@ -47,6 +47,7 @@ def plant(path: Path, marker: Path) -> None:
             name = str(path.relative_to(folder))
             if name in blob.get("checksums", {}):
                 blob["checksums"][name] = file_sha256(path)
+                blob["state_sha256"] = state_digest(blob)
                 state.write_text(json.dumps(blob))
             break
 
