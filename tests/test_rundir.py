@@ -122,3 +122,35 @@ def test_stage_records_round_trip(tmp_path):
     assert again.done("corpus", "f1") and not again.done("corpus", "f2")
     assert json.loads((tmp_path / "stages.json").read_text()) == {
         "format": 2, "stages": {"corpus": {"fingerprint": "f1", "seconds": 1.23}}}
+
+
+# The fingerprints of the default universe config as the previous release computed them (commit
+# cfd4f73): a change here re-runs every stage of every existing run, so it must be deliberate.
+EARLIER_FINGERPRINTS = {"corpus": "9c5e10ed20fee2e2", "tokenizer": "4881e74b0b7bc355", "shards": "81ecdde269c137f8",
+                        "pretrain": "80a1ca0fc3316dc9", "evaluate": "3570a6b35363d5fd", "sft": "7e4c0af96b71e160",
+                        "dpo": "8c7f5fa3c1a40fd0", "grpo": "249f721d7271ec03", "export": "9840d0013e135e4e"}
+
+
+def test_the_default_runs_fingerprints_are_those_of_earlier_runs(tmp_path):
+    from myllm.config import resolve_config
+
+    assert fingerprints(RunDir(tmp_path), resolve_config("default")) == EARLIER_FINGERPRINTS
+
+
+def test_a_folder_signature_is_hashed_in_the_order_earlier_runs_used(tmp_path):
+    import hashlib
+    import os
+
+    from myllm.rundir import source_signature
+
+    for rel in ("b.txt", "a/x.txt", "a/b.txt", "b/c.txt", "readme.md", "a/z/y.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(f"text of {rel}")
+    h = hashlib.sha256()  # the earlier recipe: a sorted os.walk, every file's path, size and mtime
+    for dirpath, dirnames, filenames in os.walk(tmp_path):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            st = os.stat(path)
+            h.update(os.fsencode(os.path.relpath(path, tmp_path)) + f"|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    assert source_signature(str(tmp_path)) == h.hexdigest()[:16]

@@ -18,11 +18,12 @@ def test_a_config_the_model_or_optimizer_rejects_keeps_the_checkpoints(tiny_run)
     assert cli("pretrain", "--run", str(tiny_run), "--max-steps", "3", "--no-progress").returncode == 0
     before = snapshot(tiny_run)
     assert before[0]
-    for bad in ("train.beta1=1.5", "model.init_std=-1"):  # the optimizer, the model's initialisation
+    for bad in ("train.beta1=1.5",):  # the optimizer
         proc = cli("pretrain", "--run", str(tiny_run), "--restart", "--no-progress", "--set", bad)
         assert_one_line_error(proc, "rejects this config", "no checkpoint was touched")
         assert snapshot(tiny_run) == before, bad
-    for bad in ("train.lr=nan", "train.lr=inf", "train.weight_decay=-1", "train.grad_clip=-0.5"):  # the schema
+    for bad in ("train.lr=nan", "train.lr=inf", "train.weight_decay=-1", "train.grad_clip=-0.5",
+                "model.init_std=-1"):  # the schema
         proc = cli("pretrain", "--run", str(tiny_run), "--restart", "--no-progress", "--set", bad)
         assert_one_line_error(proc, bad.split("=")[0], "finite")
         assert snapshot(tiny_run) == before, bad
@@ -64,3 +65,22 @@ def test_post_training_restart_with_a_rejected_setting_keeps_its_checkpoints(tin
     assert main([*args, "--max-steps", "2", "--restart", "--lr", "nan"]) == 2
     assert "sft.lr" in capsys.readouterr().err
     assert snapshot(run_dir) == before
+
+
+def test_restart_with_damaged_shards_keeps_the_checkpoints(tiny_run):
+    assert cli("pretrain", "--run", str(tiny_run), "--max-steps", "3", "--no-progress").returncode == 0
+    before = snapshot(tiny_run)
+    shard = next((tiny_run / "shards").glob("train-*.bin"))
+    shard.write_bytes(shard.read_bytes()[:-2])  # cut short: the loader refuses it
+    proc = cli("pretrain", "--run", str(tiny_run), "--restart", "--no-progress")
+    assert_one_line_error(proc, str(shard.name))
+    assert snapshot(tiny_run) == before
+
+
+def test_a_metrics_file_that_is_a_planted_link_is_never_written_through(tiny_run, tmp_path):
+    outside = tmp_path / "outside.txt"
+    (tiny_run / "metrics.jsonl").unlink(missing_ok=True)
+    (tiny_run / "metrics.jsonl").symlink_to(outside)  # dangling: appending would create it
+    proc = cli("pretrain", "--run", str(tiny_run), "--max-steps", "2", "--no-progress")
+    assert_one_line_error(proc, "metrics.jsonl")
+    assert not outside.exists()

@@ -58,6 +58,16 @@ def _nearly_full(path: str | Path) -> bool:
         return False
 
 
+OPEN_FLAGS = {"wb": os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "ab": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+              "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND, "r+b": os.O_RDWR}
+
+
+def open_no_follow(path: str | Path, mode: str, **kwargs) -> Any:
+    """`open(path, mode)` for a file of the run directory that is written in place (appended, resumed): a
+    symlink planted there is refused (ELOOP), never followed to overwrite a file outside the run."""
+    return os.fdopen(os.open(path, OPEN_FLAGS[mode] | os.O_NOFOLLOW, 0o644), mode, **kwargs)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w", **kwargs) -> Iterator[Any]:
     """Open a temp file next to `path`; on success it replaces `path`, on error it is removed."""

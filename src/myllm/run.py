@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from myllm.config import RunConfig, apply_overrides, dump_config, load_run_config, parse_overrides, resolve_config
+from myllm.errors import MyLLMError
 from myllm.io import atomic_write_json, atomic_write_text, read_json
 from myllm.rundir import (
     POST_STAGES,
@@ -171,9 +172,21 @@ def prepare_run_dir(out: RunDir | Path, preset: str, config_file: str | None, ov
         cfg.validate()
     else:
         cfg = resolve_config(preset, config_file, extra)
+    check_not_inside(run, cfg.data.source)
     run.root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.config_file, dump_config(cfg))
     return cfg
+
+
+def check_not_inside(run: RunDir, source: str) -> None:
+    """A run directory may sit inside its data folder (it is skipped there), but the data folder must not be the
+    run directory or inside it: the run's own files would be its input, or all of it would be skipped."""
+    if source == "universe":
+        return
+    data, root = Path(os.path.realpath(source)), Path(os.path.realpath(run.root))
+    if data == root or data.is_relative_to(root):
+        raise MyLLMError(f"the data folder {source} is the run directory {run.root} or inside it; "
+                         "put the run elsewhere (--out runs/NAME) or the documents in their own folder")
 
 
 ACTIONS: dict[str, Callable[..., Any]] = {

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 
 from myllm.data.sources import SPLITS
 from myllm.errors import MyLLMError
-from myllm.io import atomic_dir, atomic_write_json
+from myllm.io import atomic_dir, atomic_write_json, open_no_follow
 
 
 def split_point(key: int, seed: int) -> float:
@@ -36,7 +36,7 @@ class CorpusWriter:
 
     def __init__(self, folder: Path):
         self.folder = folder
-        self.files: dict[str, BinaryIO] = {s: open(folder / f"{s}.jsonl", "wb") for s in SPLITS}  # noqa: SIM115
+        self.files: dict[str, BinaryIO] = {s: open_no_follow(folder / f"{s}.jsonl", "wb") for s in SPLITS}
         self.docs = dict.fromkeys(SPLITS, 0)
         self.bytes = dict.fromkeys(SPLITS, 0)
         # Per split, the two movable documents with the smallest split point: (point, offset, length, bytes).
@@ -101,7 +101,7 @@ class CorpusWriter:
                     dst.write(line)
                 pos += len(line)
         tmp.replace(path)
-        self.files[split] = open(path, "ab")  # noqa: SIM115
+        self.files[split] = open_no_follow(path, "ab")
 
     def close(self) -> None:
         for f in self.files.values():

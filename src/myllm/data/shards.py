@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from myllm.data.sources import SPLITS
 from myllm.errors import MyLLMError
-from myllm.io import atomic_write_json, read_json, replace_dir
+from myllm.io import atomic_write_json, open_no_follow, read_json, replace_dir
 
 if TYPE_CHECKING:
     from myllm.tokenizer import Tokenizer
@@ -51,7 +51,7 @@ class _ShardWriter:
         self.shards: list[dict[str, Any]] = [dict(s) for s in shards or []]
         self.file: BinaryIO | None = None
         if self.shards:
-            self.file = open(folder / self.shards[-1]["file"], "r+b")  # noqa: SIM115
+            self.file = open_no_follow(folder / self.shards[-1]["file"], "r+b")
             self.file.truncate(self.shards[-1]["tokens"] * dtype.itemsize)
             self.file.seek(0, 2)
 
@@ -67,7 +67,7 @@ class _ShardWriter:
     def _next_file(self) -> None:
         self.close()
         name = f"{self.split}-{len(self.shards):05d}.bin"
-        self.file = open(self.folder / name, "wb")  # noqa: SIM115
+        self.file = open_no_follow(self.folder / name, "wb")
         self.shards.append({"file": name, "tokens": 0})
 
     def flush(self) -> None:

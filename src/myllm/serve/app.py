@@ -19,7 +19,6 @@ input, is OpenAI-style JSON with a 4xx status; only a bug in the server gives a 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import time
 import uuid
@@ -225,23 +224,14 @@ def create_app(model: Transformer, tok: Tokenizer, model_id: str, api_key: str |
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _server_error)
 
-    @app.middleware("http")
-    async def check_key(request: Request, call_next):
-        if api_key and request.url.path.startswith("/v1"):
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                return JSONResponse(APIError(401, "Incorrect or missing API key: send 'Authorization: Bearer KEY' "
-                                                  "with the key given to `myllm serve --api-key`",
-                                             code="invalid_api_key").body(), status_code=401)
-        return await call_next(request)
-
     app.add_api_route("/health", health, methods=["GET"])
     app.add_api_route("/", page, methods=["GET"], response_class=HTMLResponse)
     app.add_api_route("/v1/models", models, methods=["GET"])
     app.add_api_route("/v1/models/{name}", one_model, methods=["GET"])
     app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
     app.add_api_route("/v1/completions", completions, methods=["POST"])
-    app.add_middleware(BodyLimit, max_bytes=int(max_body_mb * 1e6), timeout=request_timeout)  # outermost
+    app.add_middleware(BodyLimit, max_bytes=int(max_body_mb * 1e6), timeout=request_timeout,
+                       api_key=api_key)  # outermost: the key, then the body, before any route
     return app
 
 

@@ -26,6 +26,7 @@ long multi-turn chats, and 30 s lets a slow link send it.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 
 import h11
@@ -61,10 +62,17 @@ def _mb(n: int) -> str:
 
 
 class BodyLimit:
-    """Read each request body whole, within `max_bytes` and `timeout` seconds, before the app sees it."""
+    """Check the API key, then read each request body whole, within `max_bytes` and `timeout` seconds, before
+    the app sees it: a client without the key gets its 401 before any of its body is read or buffered."""
 
-    def __init__(self, app, max_bytes: int, timeout: float):
-        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
+    def __init__(self, app, max_bytes: int, timeout: float, api_key: str | None = None):
+        self.app, self.max_bytes, self.timeout, self.api_key = app, max_bytes, timeout, api_key
+
+    def _authorized(self, scope) -> bool:
+        if not self.api_key or not scope["path"].startswith("/v1"):
+            return True
+        given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        return hmac.compare_digest(given, f"Bearer {self.api_key}".encode())
 
     def _too_large(self, size: str) -> str:
         return (f"the request body is {size}, over this server's limit of {_mb(self.max_bytes)}; send a "
@@ -73,13 +81,16 @@ class BodyLimit:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if not self._authorized(scope):
+            return await send_error(send, 401, "Incorrect or missing API key: send 'Authorization: Bearer KEY' with "
+                                               "the key given to `myllm serve --api-key`", "invalid_api_key",
+                                    close=False)
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:  # h11 checked the format
             return await send_error(send, 413, self._too_large(_mb(int(declared))), "request_too_large", close=False)
         try:
-            async with asyncio.timeout(self.timeout):
-                body = await self._read(receive)
-        except TimeoutError:
+            body = await asyncio.wait_for(self._read(receive), self.timeout)  # (asyncio.timeout is 3.11+)
+        except asyncio.TimeoutError:
             return await send_error(send, 408, f"the request body did not arrive within {self.timeout:g} s; send "
                                                "it whole (or start the server with a larger "
                                                "`myllm serve --request-timeout`)", "request_timeout")

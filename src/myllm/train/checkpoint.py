@@ -121,6 +121,8 @@ def checkpoint_problem(path: Path) -> str | None:
         return "state.json lists no checksums"
     for name, digest in checksums.items():
         f = path / name
+        if not isinstance(name, str) or name.startswith("/") or ".." in Path(name).parts:
+            return f"state.json lists {name!r}, which is not a file of the checkpoint"
         if not f.is_file():
             return f"{name} is missing"
         if file_sha256(f) != digest:

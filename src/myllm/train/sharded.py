@@ -87,8 +87,9 @@ def read_dcp(folder: Path, blob: dict[str, Any]) -> dict[str, Any]:
     try:
         SafeReader(folder).read_metadata()  # first on its own, so a refused file is refused before DCP logs
         dcp.load(blob, storage_reader=SafeReader(folder), planner=SafePlanner())
-    except (CheckpointException, pickle.UnpicklingError, EOFError, OSError, ValueError, AssertionError,
-            AttributeError, TypeError) as e:
+    except (CheckpointException, Exception) as e:  # CheckpointException is a BaseException; anything is damage
+        if isinstance(e, MyLLMError):
+            raise
         shown = str(e).splitlines()[-1][:300] if str(e) else type(e).__name__
         raise MyLLMError(f"sharded checkpoint {folder.parent} cannot be read safely ({shown}); "
                          "delete it to fall back to an older one, or start over (--restart)") from None
@@ -123,8 +124,13 @@ class SafeReader(FileSystemReader):
             metadata = MetadataUnpickler(f).load()
         if not isinstance(metadata, Metadata) or not isinstance(metadata.storage_data, dict):
             raise pickle.UnpicklingError("dcp/.metadata does not hold DCP metadata")
-        if any(getattr(info, "transform_descriptors", None) for info in metadata.storage_data.values()):
-            raise pickle.UnpicklingError("dcp/.metadata asks for stream transforms, which myllm never writes")
+        for info in metadata.storage_data.values():
+            if getattr(info, "transform_descriptors", None):
+                raise pickle.UnpicklingError("dcp/.metadata asks for stream transforms, which myllm never writes")
+            name = getattr(info, "relative_path", None)
+            if not isinstance(name, str) or not name or "/" in name or name.startswith(".") or \
+                    not (Path(self.path) / name).is_file() or (Path(self.path) / name).is_symlink():
+                raise pickle.UnpicklingError(f"dcp/.metadata names {name!r}, not a shard file inside dcp/")
         if metadata.storage_meta is None:
             metadata.storage_meta = StorageMeta()
         metadata.storage_meta.load_id = self.load_id

@@ -18,7 +18,7 @@ import torch
 
 from myllm.config import TrainConfig
 from myllm.errors import MyLLMError
-from myllm.io import atomic_write_text
+from myllm.io import atomic_write_text, open_no_follow
 from myllm.train.checkpoint import (
     check_compatible,
     latest_valid_checkpoint,
@@ -50,7 +50,7 @@ class MetricsLog:
         self.path = path
 
     def append(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
+        with open_no_follow(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
     def truncate(self, stage: str, after_step: int) -> None:
