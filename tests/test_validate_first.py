@@ -84,3 +84,18 @@ def test_a_metrics_file_that_is_a_planted_link_is_never_written_through(tiny_run
     proc = cli("pretrain", "--run", str(tiny_run), "--max-steps", "2", "--no-progress")
     assert_one_line_error(proc, "metrics.jsonl")
     assert not outside.exists()
+
+
+def test_a_data_folder_that_is_the_run_directory_or_inside_it_is_refused(tmp_path, capsys):
+    from conftest import write_folder_corpus
+    from fuzzing import assert_nothing_lost, snapshot
+    from fuzzing import assert_one_line_error as one_line
+    from fuzzing import cli as run_cli
+
+    docs = write_folder_corpus(tmp_path / "run" / "docs")
+    before = snapshot(tmp_path)
+    for data, out in ((docs, docs), (docs, tmp_path / "run")):
+        rc, err = run_cli(["data", "prepare", "--data", data, "--out", out], capsys)
+        one_line(rc, err, mentions="is the run directory")
+        assert_nothing_lost(before, tmp_path)
+        assert not (out / "config.toml").exists()
