@@ -12,3 +12,10 @@ class MyLLMError(Exception):
 
 class ConfigError(MyLLMError):
     """A config value or shape that cannot work."""
+
+
+def brief(e: BaseException, limit: int = 200) -> str:
+    """An exception's text on one line, at most `limit` characters (its type if it has no text), for quoting
+    inside a message: library errors often span lines (a traceback of a rank, a parser's context)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from myllm.errors import MyLLMError
+from myllm.errors import MyLLMError, brief
 
 
 def _fsync_dir(path: Path) -> None:
@@ -172,7 +172,7 @@ def read_json(path: str | Path) -> Any:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except (UnicodeDecodeError, RecursionError, ValueError) as e:
-        raise MyLLMError(f"{path} is damaged ({str(e)[:200]}); restore it, or delete it and re-run the command "
+        raise MyLLMError(f"{path} is damaged ({brief(e)}); restore it, or delete it and re-run the command "
                          "that wrote it") from None
 
 

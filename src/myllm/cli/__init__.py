@@ -22,7 +22,7 @@ import sys
 from myllm.cli import commands
 from myllm.cli.commands import _without_nproc
 from myllm.cli.parser import ADD_COMMANDS
-from myllm.errors import MyLLMError
+from myllm.errors import MyLLMError, brief
 
 __all__ = ["build_parser", "main", "_without_nproc"]
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the last line of defence against a traceback
         if os.environ.get("MYLLM_DEBUG"):
             raise
-        print(f"myllm {args.command}: internal error: {type(e).__name__}: {one_line(str(e))[:300]} (a bug in myllm: "
+        print(f"myllm {args.command}: internal error: {type(e).__name__}: {brief(e, 300)} (a bug in myllm: "
               "please report it; MYLLM_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
 

@@ -34,6 +34,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from myllm.chat import prompt_ids, stop_ids
+from myllm.errors import brief
 from myllm.infer.batch import BatchEngine
 from myllm.infer.engine import SAMPLING_EPS, SamplingParams
 from myllm.infer.text import TextStream
@@ -190,7 +191,7 @@ def decode_json(raw: bytes) -> Any:
     except RecursionError:
         raise APIError(400, "the JSON body is nested too deeply to parse; send a flat request object") from None
     except ValueError as e:  # invalid JSON or UTF-8, NaN/Infinity, an integer of over 4,300 digits
-        raise APIError(400, f"could not parse the JSON body of the request ({str(e)[:200]}); send valid JSON") \
+        raise APIError(400, f"could not parse the JSON body of the request ({brief(e)}); send valid JSON") \
             from None
 
 

@@ -37,7 +37,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from myllm.config import ModelConfig
-from myllm.errors import ConfigError, MyLLMError
+from myllm.errors import ConfigError, MyLLMError, brief
 from myllm.io import atomic_dir, require_space
 
 STEP_DIR = re.compile(r"^step-(\d{6,})$")
@@ -230,8 +230,7 @@ def load_weights(path: Path, model: torch.nn.Module) -> None:
     try:
         missing, unexpected = model.load_state_dict(weights, strict=False)
     except RuntimeError as e:  # a tensor of another shape
-        shown = " ".join(str(e).split())[:300]
-        raise MyLLMError(f"checkpoint {path} holds weights of another shape than its model config ({shown}); "
+        raise MyLLMError(f"checkpoint {path} holds weights of another shape than its model config ({brief(e, 300)}); "
                          "it was damaged or written by a different config") from None
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     missing = [k for k in missing if k not in frozen]  # frozen weights come from the base checkpoint
@@ -256,7 +255,7 @@ def load_training_state(path: Path, optimizer: torch.optim.Optimizer | None) -> 
             torch.cuda.set_rng_state_all(rng["cuda"])
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError,
             IndexError) as e:
-        raise MyLLMError(damaged.format(str(e).splitlines()[0][:200] if str(e) else type(e).__name__)) from None
+        raise MyLLMError(damaged.format(brief(e))) from None
 
 
 def load_model(path: Path, device: str | torch.device = "cpu", _bases_left: int = 8):
@@ -303,7 +302,7 @@ def check_shapes(path: Path, cfg: ModelConfig) -> None:
                          "stage with --restart") from None
     except (RuntimeError, OverflowError, ValueError, TypeError, MemoryError) as e:
         raise MyLLMError(f"checkpoint {path}: the model_config in state.json describes no buildable model "
-                         f"({str(e)[:200]}); restore the checkpoint, or re-run the stage with --restart") from None
+                         f"({brief(e)}); restore the checkpoint, or re-run the stage with --restart") from None
     wrong = [f"{k} {saved[k]} vs {expected[k]}" for k in saved if k in expected and saved[k] != expected[k]]
     if wrong:
         raise MyLLMError(f"checkpoint {path} holds weights of another shape than its model config ({wrong[0]}"

@@ -41,7 +41,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-from myllm.errors import MyLLMError
+from myllm.errors import MyLLMError, brief
 from myllm.io import replace_dir
 from myllm.train.checkpoint import load_training_state, prune, read_state, write_state
 from myllm.train.distributed import DistContext, barrier
@@ -90,8 +90,7 @@ def read_dcp(folder: Path, blob: dict[str, Any]) -> dict[str, Any]:
     except (CheckpointException, Exception) as e:  # CheckpointException is a BaseException; anything is damage
         if isinstance(e, MyLLMError):
             raise
-        shown = str(e).splitlines()[-1][:300] if str(e) else type(e).__name__
-        raise MyLLMError(f"sharded checkpoint {folder.parent} cannot be read safely ({shown}); "
+        raise MyLLMError(f"sharded checkpoint {folder.parent} cannot be read safely ({brief(e, 300)}); "
                          "delete it to fall back to an older one, or start over (--restart)") from None
     return blob
 
