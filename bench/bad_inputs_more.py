@@ -105,6 +105,50 @@ def post_data(rng, work, tally) -> None:
                           watch=[run.parent], timeout=60))
 
 
+def post_data_paths(rng, work, tally) -> None:
+    """--data of sft/dpo/grpo at things that are no JSONL file."""
+    for _ in range(14):
+        run = work.fresh()
+        base = run.parent
+        kind = rng.choice(["FIFO", "/dev/null", "link loop", "the run folder", "config.toml", "a shard .bin",
+                           "gzip file", "one 3 MB line", "NUL in path", "empty string", "model.safetensors",
+                           "UTF-16 file", "only blank lines", "a dangling link"])
+        path = base / "d.jsonl"
+        if kind == "FIFO":
+            os.mkfifo(path)
+        elif kind == "/dev/null":
+            path = "/dev/null"
+        elif kind == "link loop":
+            os.symlink(path, path)
+        elif kind == "a dangling link":
+            os.symlink(base / "nothing", path)
+        elif kind == "the run folder":
+            path = run
+        elif kind == "config.toml":
+            path = run / "config.toml"
+        elif kind == "a shard .bin":
+            path = run / "shards" / "train-00000.bin"
+        elif kind == "model.safetensors":
+            path = next((run / "checkpoints" / "pretrain").glob("step-*")) / "model.safetensors"
+        elif kind == "gzip file":
+            import gzip
+
+            path.write_bytes(gzip.compress(b'{"prompt": "hi", "chosen": "a", "rejected": "b"}\n'))
+        elif kind == "one 3 MB line":
+            path.write_text('{"prompt": "' + "x" * 3_000_000)
+        elif kind == "NUL in path":
+            path = f"{path}\x00"
+        elif kind == "empty string":
+            path = ""
+        elif kind == "UTF-16 file":
+            path.write_bytes(json.dumps({"prompt": "hi", "answer": "4"}).encode("utf-16") + b"\n")
+        else:
+            path.write_text("\n   \n\t\n")
+        stage = rng.choice(["sft", "dpo", "grpo"])
+        argv = [stage, "--run", run, "--data", path, "--max-steps", "1", "--no-progress"]
+        check(tally, Case("post-training --data paths", argv, setup=kind, must_fail=True, watch=[base], timeout=20))
+
+
 def pretrain_flags(rng, work, tally) -> None:
     flags = [(["--max-steps", "-1"], True), (["--max-steps", "0"], True), (["--time-budget", "nan"], True),
              (["--time-budget", "-1"], True), (["--time-budget", "inf"], True), (["--time-budget", "1e-300"], False),
@@ -182,6 +226,7 @@ def http_odd(rng, work, tally) -> None:
 CLASSES = {"plan flags": plan_flags, "--run not a run": run_dir_kinds, "--out odd paths": out_paths,
            "damaged run files": damaged_files, "mixed runs": mixed_runs, "--checkpoint odd": checkpoint_flag,
            "generate extremes": generate_extremes, "chat stdin": chat_stdin, "--config shapes": toml_shapes,
-           "post-training flags": post_flags, "post-training data": post_data, "pretrain flags": pretrain_flags,
+           "post-training flags": post_flags, "post-training data": post_data,
+           "post-training --data paths": post_data_paths, "pretrain flags": pretrain_flags,
            "quantize/export flags": quantize_export, "tokenizer command": tokenizer_cmd, "serve flags": serve_flags,
            "HTTP semantics": http_odd}
