@@ -46,7 +46,7 @@ FAILURES = {"internal", "traceback", "crash", "multiline", "lost", "hang", "5xx"
 WRITES = {"eval": ("evals", "summary.json", "stages.json", "report.md", "plots", "metrics.jsonl"),
           "report": ("report.md", "plots"),
           "tokenizer": ("tokenizer", "shards", "stages.json", "config.toml", "corpus/report.md", "corpus/plots"),
-          "pretrain": ("checkpoints/pretrain", "metrics.jsonl", "stages.json"),
+          "pretrain": ("checkpoints/pretrain", "metrics.jsonl", "stages.json", "config.toml"),  # it records the flags
           "export": ("export",), "quantize": ("quantized",),
           "data": ("corpus", "tokenizer", "shards", "config.toml", "stages.json")}
 for _s in ("sft", "dpo", "grpo"):
