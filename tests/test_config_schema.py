@@ -102,8 +102,8 @@ def test_a_nan_in_any_float_field_is_refused_even_when_built_in_code():
 
 
 @pytest.mark.parametrize("flags, fragment", [
-    (["--beams", "0"], "--beams must be at least 1"),
-    (["--beams", "-3"], "--beams must be at least 1"),
+    (["--beams", "0"], "--beams must be from 1 (greedy) to 64"),
+    (["--beams", "-3"], "--beams must be from 1 (greedy) to 64"),
     (["--top-p", "0"], "sample.top_p = 0.0 must be in (0, 1]"),
     (["--temperature", "-1"], "sample.temperature = -1.0 must be >= 0"),
     (["--top-k", "-2"], "sample.top_k = -2"),

@@ -183,6 +183,8 @@ def check_not_inside(run: RunDir, source: str) -> None:
     run directory or inside it: the run's own files would be its input, or all of it would be skipped."""
     if source == "universe":
         return
+    if not os.path.isdir(source):
+        raise MyLLMError(f"data folder {source} does not exist or is not a folder; pass --data a folder of documents")
     data, root = Path(os.path.realpath(source)), Path(os.path.realpath(run.root))
     if data == root or data.is_relative_to(root):
         raise MyLLMError(f"the data folder {source} is the run directory {run.root} or inside it; "

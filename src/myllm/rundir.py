@@ -334,9 +334,13 @@ class StageRecords:
     def __init__(self, run: RunDir | str | os.PathLike):
         self.path = RunDir.of(run).stages_file
         raw = read_json(self.path) if self.path.is_file() else {"format": self.FORMAT, "stages": {}}
-        self.format = raw.get("format", 1) if isinstance(raw.get("format", 1), int) else 0
+        self.format = raw.get("format", 1) if isinstance(raw, dict) and isinstance(raw.get("format", 1), int) else 0
         # an old file's records are still shown (the report's timings); they never match a fingerprint
-        self.stages: dict[str, dict[str, Any]] = raw.get("stages", {}) if "format" in raw else raw
+        stages = raw.get("stages", {}) if isinstance(raw, dict) and "format" in raw else raw
+        if not isinstance(stages, dict) or not all(isinstance(v, dict) for v in stages.values()):
+            raise MyLLMError(f"{self.path} is damaged (its stages are not records); restore it, or delete it "
+                             "and re-run (every stage then runs again)")
+        self.stages: dict[str, dict[str, Any]] = stages
 
     def require_current(self) -> StageRecords:
         if self.format != self.FORMAT:

@@ -56,12 +56,26 @@ def main(argv: list[str] | None = None) -> int:
         folder = next((str(v) for k in ("run", "out", "run_dir") if (v := getattr(args, k, None))), None)
         print(f"myllm {args.command}: error: {one_line(os_error_message(e, folder))}", file=sys.stderr)
         return 2
+    except UnicodeDecodeError as e:  # a text file of the run (or stdin) holding bytes that are not UTF-8
+        print(f"myllm {args.command}: error: a file it reads is not UTF-8 text ({brief(e)}); restore it, or "
+              "re-run the stage that wrote it", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        if "null byte" not in str(e):
+            return internal_error(args.command, e)
+        print(f"myllm {args.command}: error: a path holds a NUL character; pass a plain path", file=sys.stderr)
+        return 2
     except Exception as e:  # noqa: BLE001 - the last line of defence against a traceback
-        if os.environ.get("MYLLM_DEBUG"):
-            raise
-        print(f"myllm {args.command}: internal error: {type(e).__name__}: {brief(e, 300)} (a bug in myllm: "
-              "please report it; MYLLM_DEBUG=1 shows the traceback)", file=sys.stderr)
-        return 1
+        return internal_error(args.command, e)
+
+
+def internal_error(command: str, e: Exception) -> int:
+    """A bug in myllm: one line saying so, status 1; MYLLM_DEBUG=1 shows the traceback."""
+    if os.environ.get("MYLLM_DEBUG"):
+        raise e
+    print(f"myllm {command}: internal error: {type(e).__name__}: {brief(e, 300)} (a bug in myllm: please report it; "
+          "MYLLM_DEBUG=1 shows the traceback)", file=sys.stderr)
+    return 1
 
 
 def one_line(message: str) -> str:

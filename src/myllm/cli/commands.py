@@ -21,6 +21,11 @@ from myllm.rundir import RunDir, StageRecords
 COMPILING_NOTE = "--compile: the decode step compiles before the first token (tens of seconds on a CPU), then runs fast"
 
 
+# Upper bounds where a larger value only allocates memory until the machine gives out (one KV cache per
+# beam or per served sequence): far above any useful setting.
+MAX_BEAMS = 64
+MAX_SERVE_BATCH = 4096
+
 def cmd_run(a: argparse.Namespace) -> int:
     from myllm.evals.summary import format_summary
     from myllm.run import run
@@ -168,8 +173,8 @@ def _check_sampling_flags(a: argparse.Namespace) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise MyLLMError(f"--{key.replace('_', '-')} must be a finite number, got {value}")
     beams = getattr(a, "beams", None)
-    if beams is not None and beams < 1:
-        raise MyLLMError(f"--beams must be at least 1 (1 = greedy), got {beams}")
+    if beams is not None and not 1 <= beams <= MAX_BEAMS:
+        raise MyLLMError(f"--beams must be from 1 (greedy) to {MAX_BEAMS}, got {beams}")
     if not 0 < a.repetition_penalty < math.inf:
         raise MyLLMError(f"--repetition-penalty must be a finite number > 0 (1 = off), got {a.repetition_penalty}")
     for flag, value in (("--frequency-penalty", a.frequency_penalty), ("--presence-penalty", a.presence_penalty)):
@@ -257,8 +262,11 @@ def cmd_report(a: argparse.Namespace) -> int:
 def cmd_serve(a: argparse.Namespace) -> int:
     from myllm.serve.server import serve
 
-    if a.max_batch < 1:
-        raise MyLLMError(f"--max-batch must be at least 1, got {a.max_batch}")
+    if not 1 <= a.max_batch <= MAX_SERVE_BATCH:
+        raise MyLLMError(f"--max-batch must be from 1 to {MAX_SERVE_BATCH}, got {a.max_batch}")
+    if a.threads is not None and not 0 <= a.threads <= 4 * (os.cpu_count() or 1):
+        raise MyLLMError(f"--threads must be from 0 (torch's default) to {4 * (os.cpu_count() or 1)} "
+                         f"(4 per core here), got {a.threads}")
     serve(Path(a.run_dir), stage=a.stage, host=a.host, port=a.port, api_key=a.api_key, max_batch=a.max_batch,
           threads=a.threads, max_body_mb=a.max_body_mb, request_timeout=a.request_timeout)
     return 0

@@ -58,8 +58,8 @@ class ModelConfig:
             )
         if self.head_dim % 2:
             raise ConfigError(f"head size d_model/n_heads = {self.head_dim} must be even for RoPE")
-        if self.vocab_size > 2**31:
-            raise ConfigError(f"model.vocab_size = {self.vocab_size} is too large")
+        if self.vocab_size > 1 << 22:  # 4M: 16x the largest vocabularies in use; more only exhausts memory
+            raise ConfigError(f"model.vocab_size = {self.vocab_size} is too large (at most {1 << 22:,})")
         if not (0 < self.rope_theta < INF and 0 < self.norm_eps < INF and 0 <= self.init_std < INF):
             raise ConfigError(f"model.rope_theta = {self.rope_theta} and model.norm_eps = {self.norm_eps} must be "
                               f"finite and > 0, model.init_std = {self.init_std} finite and >= 0")
