@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from bad_inputs import GOOD, Case, check, write_jsonl
+from bad_inputs import Case, check, write_jsonl
 
 BAD_INTS = ["0", "-1", "-999999", str(10**30), str(2**63), str(2**64 + 1), "1" * 5000, "0x10", "1e3", "", " 7"]
 BAD_FLOATS = ["nan", "inf", "-inf", "-1", "0", "1e308", "1e-320", "-0.0", "1e400", "", "0x1p3"]
@@ -207,8 +207,8 @@ def mixed_runs(rng, work, tally) -> None:
         run = work.fresh()
         part = rng.choice(["tokenizer", "shards", "checkpoints/pretrain", "config.toml", "checkpoint-only"])
         if part == "checkpoint-only":  # B's weights under A's step folder name
-            step = next((run / "checkpoints" / "pretrain").glob("step-*"))
-            src = next((b / "checkpoints" / "pretrain").glob("step-*"))
+            step = sorted((run / "checkpoints" / "pretrain").glob("step-*"))[-1]
+            src = sorted((b / "checkpoints" / "pretrain").glob("step-*"))[-1]
             shutil.copy(src / "model.safetensors", step / "model.safetensors")
             setup = "B's model.safetensors copied over A's final pretrain one"
         else:
@@ -220,7 +220,10 @@ def mixed_runs(rng, work, tally) -> None:
         argv = [str(a).replace("{R}", str(run)).replace("{J}", str(jsonl)) for a in cmd]
         loads_model = cmd[0] in ("generate", "eval", "chat", "export", "quantize", "pretrain", "sft")
         reads_shards = cmd[0] in ("eval", "quantize", "pretrain")
-        must = {"tokenizer": loads_model, "shards": reads_shards, "config.toml": cmd[0] == "pretrain"}.get(part, loads_model)
+        # the pretrain checkpoint is read by these; chat, export and quantize take the final (SFT) model
+        reads_pretrain = cmd[0] in ("generate", "eval", "pretrain", "sft")
+        must = {"tokenizer": loads_model, "shards": reads_shards or loads_model, "config.toml": cmd[0] == "pretrain",
+                "checkpoint-only": reads_pretrain, "checkpoints/pretrain": reads_pretrain}.get(part, loads_model)
         check(tally, Case("mixed runs", argv, setup=setup, must_fail=must, watch=[run.parent],
                           stdin=b"hello\n", timeout=60))
 

@@ -24,7 +24,7 @@ def raw(url: str, data: bytes, timeout: float = 20.0, read_all: bool = True) -> 
                 got += chunk
                 if not read_all and b"\r\n\r\n" in got:
                     break
-    except socket.timeout:
+    except TimeoutError:
         return "hang", b""
     except (ConnectionResetError, BrokenPipeError):
         return 0, b""

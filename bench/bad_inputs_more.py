@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import threading
-import time
 
 from bad_inputs import Case, check, write_jsonl
-from bad_inputs_classes import (chat_stdin, checkpoint_flag, damaged_files, generate_extremes, mixed_runs, out_paths,
-                                plan_flags, run_dir_kinds)
+from bad_inputs_classes import (
+    chat_stdin,
+    checkpoint_flag,
+    damaged_files,
+    generate_extremes,
+    mixed_runs,
+    out_paths,
+    plan_flags,
+    run_dir_kinds,
+)
 
 
 def toml_shapes(rng, work, tally) -> None:
@@ -26,7 +31,7 @@ def toml_shapes(rng, work, tally) -> None:
         "phases garbage": b'[train]\nphases = "shards:0.5,?:x,,"\n', "section = value": b"model = 3\n",
         "duplicate section": b"[train]\nlr = 0.1\n[train]\nlr = 0.2\n", "/dev/null": None, "FIFO": None,
         "a link to itself": None, "empty key": b'[train]\n"" = 1\n', "unicode key": "[train]\nl\u0433 = 1\n".encode(),
-        "data.source unicode": "[data]\nsource = \"\\u0000\"\n".encode(), "model preset bad": b"[model]\npreset = 5\n",
+        "data.source unicode": b"[data]\nsource = \"\\u0000\"\n", "model preset bad": b"[model]\npreset = 5\n",
     }
     for i, name in enumerate(rng.sample(sorted(shapes), len(shapes))):
         run = work.fresh()

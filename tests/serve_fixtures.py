@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from myllm.config import ModelConfig
+from myllm.config import ModelConfig, dump_config, load_run_config
 from myllm.model import Transformer
 from myllm.tokenizer import Tokenizer
 from myllm.train.checkpoint import save_checkpoint
@@ -34,4 +34,7 @@ def make_served_run(tiny_data: Path, out: Path, context: int = 1024) -> Path:
     model = Transformer(ModelConfig(vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=2, n_kv_heads=1,
                                     d_ff=64, context=context))
     save_checkpoint(out / "checkpoints" / "pretrain", 1, model, None, {"done": True}, keep_last=1)
+    cfg = load_run_config(out / "config.toml")  # the run's config says what its model is, as myllm's runs do
+    cfg.model = model.cfg
+    (out / "config.toml").write_text(dump_config(cfg))
     return out

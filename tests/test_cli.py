@@ -8,8 +8,8 @@ import pytest
 
 from conftest import TINY, write_folder_corpus
 from myllm.cli import main
+from myllm.records import StageRecords
 from myllm.run import run
-from myllm.rundir import StageRecords
 
 
 def cli(*args, cwd=None):

@@ -111,7 +111,7 @@ def test_a_nan_in_any_float_field_is_refused_even_when_built_in_code():
     (["--temperature", "nan"], "--temperature must be a finite number, got nan"),
     (["--top-p", "inf"], "--top-p must be a finite number, got inf"),
     (["--repetition-penalty", "0"], "--repetition-penalty must be a finite number > 0"),
-    (["--presence-penalty", "inf"], "--presence-penalty must be a finite number"),
+    (["--presence-penalty", "inf"], "--presence-penalty must be from -2 to 2"),
     (["--stop", ""], "--stop needs some text"),
 ])
 def test_generate_flags_are_refused_before_the_model_loads(tiny_run, flags, fragment, capsys):

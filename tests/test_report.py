@@ -9,8 +9,9 @@ import pytest
 from myllm.cli import main
 from myllm.evals.report import SECTIONS, write_run_report
 from myllm.plan import param_counts
+from myllm.records import StageRecords
 from myllm.run import run
-from myllm.rundir import RunDir, StageRecords
+from myllm.rundir import RunDir
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -7,8 +7,9 @@ import pytest
 
 from myllm.config import RunConfig, apply_overrides, parse_overrides
 from myllm.errors import MyLLMError
+from myllm.records import StageRecords
 from myllm.run import run
-from myllm.rundir import MODEL_STAGES, POST_STAGES, STAGES, RunDir, StageRecords, fingerprints, resume_fingerprint
+from myllm.rundir import MODEL_STAGES, POST_STAGES, STAGES, RunDir, fingerprints, resume_fingerprint
 
 
 def fake_checkpoint(run_dir: RunDir, stage: str, step: int, done: bool) -> None:

@@ -10,7 +10,7 @@ SRC = Path(myllm.__file__).parent
 
 # Lowest first. A module may import from its own layer or below, never above.
 LAYERS = [
-    ("foundation", ["myllm", "errors", "io", "losses", "device", "config"]),
+    ("foundation", ["myllm", "errors", "io", "records", "losses", "device", "config"]),
     ("parts", ["tokenizer", "chat", "model", "plan", "universe", "data", "train.lora", "train.checkpoint",
                "train.optim", "train.distributed", "train.sharded"]),
     ("run directory", ["rundir"]),
@@ -29,6 +29,7 @@ FORMAT_FILES = {
     "data/corpus.py": {"manifest.json"},
     "data/prepare.py": {"manifest.json"},
     "tokenizer.py": {"tokenizer.json"},
+    "records.py": {"stages.json"},
     "export/hf.py": {"tokenizer.json"},
 }
 RUN_DIR_NAMES = {"checkpoints", "corpus", "tokenizer", "shards", "evals", "tasks", "export", "quantized", "plots",

@@ -176,6 +176,61 @@ def read_json(path: str | Path) -> Any:
                          "that wrote it") from None
 
 
+class Need:
+    """In a `check_shape` mapping: this key must be present (other keys may be missing)."""
+
+    def __init__(self, shape: Any):
+        self.shape = shape
+
+
+class Each:
+    """A `check_shape` shape: a mapping of any keys whose every value has `shape`."""
+
+    def __init__(self, shape: Any):
+        self.shape = shape
+
+
+def check_shape(value: Any, shape: Any, where: str = "") -> str | None:
+    """Where `value` (read from JSON) first differs from `shape`, e.g. "splits.train.tokens", or None.
+
+    A shape is a type or tuple of types (isinstance), a dict of key -> shape (a mapping holding those
+    keys with those shapes, each optional unless wrapped in `Need`), `[shape]` (a list of such items)
+    or `Each(shape)`. Records read back are checked this way, so a damaged one is one line naming the
+    key, not a TypeError deep in a command."""
+    name = where or "the top level"
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return name
+        for key, sub in shape.items():
+            need = isinstance(sub, Need)
+            if key not in value:
+                if need:
+                    return f"{where}.{key}".lstrip(".") + " (missing)"
+                continue
+            if (bad := check_shape(value[key], sub.shape if need else sub, f"{where}.{key}".lstrip("."))):
+                return bad
+        return None
+    if isinstance(shape, Each):
+        if not isinstance(value, dict):
+            return name
+        return next((bad for k, v in value.items() if (bad := check_shape(v, shape.shape, f"{where}.{k}".lstrip(".")))),
+                    None)
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return name
+        return next((bad for i, v in enumerate(value) if (bad := check_shape(v, shape[0], f"{where}[{i}]"))), None)
+    return None if isinstance(value, shape) else name
+
+
+def read_record(path: str | Path, shape: Any) -> Any:
+    """`read_json` of a file that must have `shape` (see `check_shape`); otherwise one line naming the key."""
+    data = read_json(path)
+    if (bad := check_shape(data, shape)) is not None:
+        raise MyLLMError(f"{path} is damaged (unexpected value at {bad}); restore it, or delete it and re-run "
+                         "the command that wrote it")
+    return data
+
+
 def require_space(folder: str | Path, nbytes: int, what: str) -> None:
     """Refuse to start writing `what` (about `nbytes`) into `folder` when its filesystem has less free space."""
     folder = Path(folder)

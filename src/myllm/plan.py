@@ -10,6 +10,7 @@ output); `format_plan()` turns it into the table the CLI prints, a one-line "why
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections import OrderedDict
@@ -47,13 +48,20 @@ def component_of(name: str) -> str:
 
 
 def param_counts(cfg: ModelConfig) -> OrderedDict[str, int]:
-    """Parameters per component, plus `total` and `non-embedding`, from a meta-device model."""
-    with torch.device("meta"):
-        model = Transformer(cfg)
-    counts: OrderedDict[str, int] = OrderedDict((c, 0) for c in COMPONENTS)
-    for name, p in model.named_parameters():
-        counts[component_of(name)] += p.numel()
-    counts["total"] = sum(p.numel() for p in model.parameters())
+    """Parameters per component, plus `total` and `non-embedding`, from meta-device models of one and two
+    layers (every layer is the same, so layer L adds what layer 2 did: no model of all L layers is built)."""
+    def per_component(layers: int) -> dict[str, int]:
+        with torch.device("meta"):
+            model = Transformer(dataclasses.replace(cfg, n_layers=layers))
+        counts = dict.fromkeys(COMPONENTS, 0)
+        for name, p in model.named_parameters():
+            counts[component_of(name)] += p.numel()
+        return counts
+
+    one, two = per_component(1), per_component(2)
+    counts: OrderedDict[str, int] = OrderedDict(
+        (c, one[c] + (cfg.n_layers - 1) * (two[c] - one[c])) for c in COMPONENTS)
+    counts["total"] = sum(counts.values())
     counts["non-embedding"] = counts["total"] - counts[COMPONENTS[0]]
     return counts
 
@@ -124,17 +132,23 @@ def check_choice(kind: str, value: str, choices) -> None:
         raise ConfigError(f"unknown {kind} {value!r}; choose from {', '.join(choices)}")
 
 
+def check_plan_flags(tokens: float | None = None, gpus: int = 1, gpu: str = "h100", dist: str = "ddp",
+                     micro_batch: int = 1) -> None:
+    """The hardware and budget flags of `myllm plan`, each in range (also with --fit-time, which ignores some)."""
+    check_choice("--gpu", gpu, GPUS)
+    check_choice("--dist", dist, DISTS)
+    if tokens is not None and not 0 < tokens < math.inf:
+        raise ConfigError(f"--tokens = {tokens:g} must be a finite positive number, e.g. 27.54e9")
+    for name, v in (("--gpus", gpus), ("--micro-batch", micro_batch)):
+        if v < 1:
+            raise ConfigError(f"{name} = {v} must be at least 1")
+
+
 def plan(cfg: ModelConfig, tokens: float | None = None, gpus: int = 1, gpu: str = "h100", dist: str = "ddp",
          micro_batch: int = 1, checkpointing: bool = False, loss_chunk: int = 0) -> dict:
     """Everything `myllm plan` reports, as a JSON-ready dict (bytes, FLOPs, seconds, dollars)."""
     cfg.validate()
-    check_choice("--gpu", gpu, GPUS)
-    check_choice("--dist", dist, DISTS)
-    if tokens is not None and not tokens > 0:
-        raise ConfigError(f"--tokens = {tokens:g} must be positive, e.g. 27.54e9")
-    for name, v in (("--gpus", gpus), ("--micro-batch", micro_batch)):
-        if v < 1:
-            raise ConfigError(f"{name} = {v} must be at least 1")
+    check_plan_flags(tokens, gpus, gpu, dist, micro_batch)
     counts = param_counts(cfg)
     n, T, L = counts["total"], cfg.context, cfg.n_layers
     tokens = float(tokens if tokens is not None else 20 * n)
@@ -285,6 +299,9 @@ def measured_flops_per_second() -> tuple[float, str]:
     return peak * CPU_MFU, f"CPU fp32 matmul {peak:.3g} FLOP/s x {CPU_MFU:.0%} MFU"
 
 
+MAX_FIT_SECONDS = 365 * 86400.0  # beyond a year of CPU time the answer is the largest shape of the family anyway
+
+
 def fit_time(seconds: float, vocab_size: int, context: int, flops_per_second: float | None = None) -> dict:
     """The shape and token count that minimize Chinchilla's L(N, D) for `seconds` of training here.
 
@@ -292,8 +309,9 @@ def fit_time(seconds: float, vocab_size: int, context: int, flops_per_second: fl
     the lowest predicted loss wins. Smaller models see more tokens, larger ones learn more per token;
     the optimum lands near Chinchilla's ~20 tokens per parameter. `command` is the `myllm run` line.
     """
-    if not seconds > 0:
-        raise ConfigError(f"--fit-time = {seconds:g} must be a positive number of seconds, e.g. 600")
+    if not 0 < seconds <= MAX_FIT_SECONDS:
+        raise ConfigError(f"--fit-time = {seconds:g} must be a positive number of seconds, at most "
+                          f"{MAX_FIT_SECONDS:.0f} (a year of this machine), e.g. 600")
     how = "given"
     if flops_per_second is None:
         flops_per_second, how = measured_flops_per_second()

@@ -27,13 +27,13 @@ import torch
 
 from myllm.config import RunConfig, apply_overrides, dump_config, load_run_config, parse_overrides, resolve_config
 from myllm.errors import MyLLMError
-from myllm.io import atomic_write_json, atomic_write_text, read_json
+from myllm.io import atomic_write_json, atomic_write_text
+from myllm.records import StageRecords
 from myllm.rundir import (
     POST_STAGES,
     STAGES,
     RunDir,
     Stage,
-    StageRecords,
     fingerprints,
     resume_fingerprint,
     source_signature,
@@ -68,7 +68,7 @@ def stage_tokenizer(run: RunDir | Path, cfg: RunConfig) -> None:
     from myllm.tokenizer import train_tokenizer
 
     run = RunDir.of(run)
-    train_bytes = run.manifest()["splits"]["train"]["bytes"]
+    train_bytes = run.manifest()["splits"].get("train", {}).get("bytes", 0)
     every = max(1, -(-train_bytes // (cfg.data.tokenizer_train_mb << 20)))  # ceil division
     train_tokenizer(iter_texts(run.corpus_split("train"), every), cfg.model.vocab_size, run.tokenizer_file)
 
@@ -138,7 +138,6 @@ def stage_post(run: RunDir | Path, cfg: RunConfig, stage: str, show_progress: bo
     """Train one post-training stage, then evaluate its model (evals/<stage>.json)."""
     from myllm.device import resolve_device
     from myllm.evals.stages import stage_metrics, write_stage_eval
-    from myllm.train.checkpoint import load_model
     from myllm.train.dpo import dpo
     from myllm.train.grpo import grpo
     from myllm.train.sft import sft
@@ -146,7 +145,7 @@ def stage_post(run: RunDir | Path, cfg: RunConfig, stage: str, show_progress: bo
     run = RunDir.of(run)
     trainer = {"sft": sft, "dpo": dpo, "grpo": grpo}[stage]
     result = trainer(run, cfg, restart=restart, show_progress=show_progress, log=log)
-    metrics = stage_metrics(run, cfg, load_model(result.checkpoint, resolve_device(cfg.train.device)))
+    metrics = stage_metrics(run, cfg, run.load_model(result.checkpoint, resolve_device(cfg.train.device)))
     write_stage_eval(run, stage, metrics, result.checkpoint)
     return metrics
 
@@ -173,6 +172,7 @@ def prepare_run_dir(out: RunDir | Path, preset: str, config_file: str | None, ov
     else:
         cfg = resolve_config(preset, config_file, extra)
     check_not_inside(run, cfg.data.source)
+    check_not_in_a_run(run)
     run.root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.config_file, dump_config(cfg))
     return cfg
@@ -189,6 +189,15 @@ def check_not_inside(run: RunDir, source: str) -> None:
     if data == root or data.is_relative_to(root):
         raise MyLLMError(f"the data folder {source} is the run directory {run.root} or inside it; "
                          "put the run elsewhere (--out runs/NAME) or the documents in their own folder")
+
+
+def check_not_in_a_run(run: RunDir) -> None:
+    """A new run directory inside another one (`--out runs/a/tokenizer`) would mix its files into that run's
+    folders, where the other run's commands read them (or a re-run replaces them)."""
+    for parent in Path(os.path.realpath(run.root)).parents:
+        if RunDir(parent).is_run():
+            raise MyLLMError(f"--out {run} is inside the run directory {parent}; put the new run beside it, "
+                             "e.g. --out runs/NAME")
 
 
 ACTIONS: dict[str, Callable[..., Any]] = {
@@ -257,14 +266,14 @@ def run(
 
 def write_summary(run: RunDir, cfg: RunConfig, records: StageRecords, seconds: dict[str, float]) -> dict[str, Any]:
     """summary.json gets the stages' durations and every trained stage's evaluation."""
-    summary = read_json(run.summary_file)
+    summary = run.summary()
     ran = [s.name for s in STAGES
            if s.name in records.stages and not (s.name in POST_STAGES and post_stage_skip_reason(cfg, s.name))]
     summary["stage_seconds"] = {s: round(records.stages[s]["seconds"], 2) for s in ran}
     stages = {"base": summary.get("stages", {}).get("base", {})}
     for s in POST_STAGES:
         if s in ran and run.stage_eval(s).is_file():
-            stages[s] = {k: v for k, v in read_json(run.stage_eval(s)).items() if k != "checkpoint"}
+            stages[s] = {k: v for k, v in run.eval_record(run.stage_eval(s)).items() if k != "checkpoint"}
     summary["stages"] = stages
     summary["this_invocation_seconds"] = {s: round(v, 2) for s, v in seconds.items()}
     atomic_write_json(run.summary_file, summary)

@@ -24,7 +24,8 @@ from typing import Any
 
 from myllm.config import RunConfig, apply_overrides, load_run_config, parse_overrides, parse_phases
 from myllm.errors import MyLLMError
-from myllm.io import atomic_write_json, read_json
+from myllm.io import read_json, read_record
+from myllm.records import CONFIG_HEADER, EVAL_RECORD, INDEX, MANIFEST, STAGES_FILE, SUMMARY
 from myllm.train.checkpoint import latest_checkpoint, read_state
 
 
@@ -50,7 +51,7 @@ class RunDir:
 
     # -- files of the run as a whole
     config_file = property(lambda self: self.root / "config.toml")
-    stages_file = property(lambda self: self.root / "stages.json")
+    stages_file = property(lambda self: self.root / STAGES_FILE)
     metrics_file = property(lambda self: self.root / "metrics.jsonl")
     summary_file = property(lambda self: self.root / "summary.json")
     report_file = property(lambda self: self.root / "report.md")
@@ -121,15 +122,69 @@ class RunDir:
 
         return Tokenizer.load(self.require_tokenizer())
 
+    def check_model_fits(self, vocab_size: int, model: str | Path) -> None:
+        """A model of `vocab_size` (checkpoint or file `model`) against this run's tokenizer, config and shards
+        (what the model was trained on): a model, tokenizer or shards copied in from another run is one line,
+        not silent nonsense."""
+        fix = f"restore this run's files, or re-run its stages (`myllm run --out {self}`)"
+        tok = self.tokenizer()
+        configured = self.config().model.vocab_size if self.config_file.is_file() else vocab_size
+        if tok.vocab_size > vocab_size or configured != vocab_size:
+            raise MyLLMError(f"{model} has a vocabulary of {vocab_size:,} tokens, but this run's tokenizer has "
+                             f"{tok.vocab_size:,} (model.vocab_size = {configured:,} in {self.config_file}): they "
+                             f"come from different runs; {fix}")
+        self.check_shards(tok)
+
+    def check_shards(self, tok: Any = None, folder: str = "shards") -> None:
+        """The shards (if any) were tokenized by this run's tokenizer (shards of older versions: by its size)."""
+        if not self.index_file(folder).is_file():
+            return
+        tok = tok or self.tokenizer()
+        index = self.index(folder)
+        digest = index.get("tokenizer_sha256")
+        if index["vocab_size"] != tok.vocab_size or (digest is not None and digest != tok.digest()):
+            raise MyLLMError(f"{self.shard_folder(folder)} was tokenized with another tokenizer than "
+                             f"{self.tokenizer_file}: one of them comes from a different run; restore this run's "
+                             f"files, or rebuild the shards with `myllm tokenizer --run {self}`")
+
+    def is_run(self) -> bool:
+        """Whether this folder holds a run: a config.toml that myllm wrote (`dump_config`'s first line)."""
+        try:
+            with open(self.config_file, "rb") as f:
+                return f.read(len(CONFIG_HEADER)) == CONFIG_HEADER
+        except OSError:
+            return False
+
+    def has_model(self) -> bool:
+        """Whether any stage has saved a checkpoint in this run."""
+        root = self.root / "checkpoints"
+        return root.is_dir() and any(latest_checkpoint(d) is not None for d in root.iterdir() if d.is_dir())
+
+    def load_model(self, path: Path, device: Any = "cpu"):
+        """The model of checkpoint `path`, checked to fit this run (`check_model_fits`)."""
+        from myllm.train.checkpoint import load_model
+
+        model = load_model(path, device)
+        self.check_model_fits(model.cfg.vocab_size, path)
+        return model
+
     def index(self, folder: str = "shards") -> dict[str, Any]:
         """A shards folder's index.json: vocabulary size and tokens/bytes of every split."""
         path = self.index_file(folder)
         if not path.is_file():
             raise MyLLMError(f"{path} not found: prepare the data first with `myllm run --out {self}`")
-        return read_json(path)
+        return read_record(path, INDEX)
 
     def manifest(self) -> dict[str, Any]:
-        return read_json(self.manifest_file)
+        return read_record(self.manifest_file, MANIFEST)
+
+    def summary(self) -> dict[str, Any]:
+        """summary.json: the base model's evaluation, samples, corpus figures, and every stage's row."""
+        return read_record(self.summary_file, SUMMARY)
+
+    def eval_record(self, path: Path) -> dict[str, Any]:
+        """One `evals/<name>.json` row of the report card (`stage_eval`, or any other name in evals/)."""
+        return read_record(path, EVAL_RECORD)
 
     def universe(self) -> dict[str, Any] | None:
         """universe.json (the world, probes, entropy floors) of a universe run; None for other corpora."""
@@ -319,41 +374,3 @@ def source_signature(source: str, follow_symlinks: bool = False, exclude: tuple[
     if not root.is_dir():
         raise MyLLMError(f"data folder {root} does not exist or is not a folder; pass --data a folder of documents")
     return folder_signature(root, follow_symlinks=follow_symlinks, exclude=exclude)
-
-
-class StageRecords:
-    """`stages.json`: the fingerprint and duration of every finished stage.
-
-    Format 2 (`{"format": 2, "stages": {...}}`) holds the fingerprints of the stage table above;
-    a file from before (a bare mapping) cannot be compared with them, and re-running from scratch
-    would retrain the model, so commands that decide staleness stop with one line instead.
-    """
-
-    FORMAT = 2
-
-    def __init__(self, run: RunDir | str | os.PathLike):
-        self.path = RunDir.of(run).stages_file
-        raw = read_json(self.path) if self.path.is_file() else {"format": self.FORMAT, "stages": {}}
-        self.format = raw.get("format", 1) if isinstance(raw, dict) and isinstance(raw.get("format", 1), int) else 0
-        # an old file's records are still shown (the report's timings); they never match a fingerprint
-        stages = raw.get("stages", {}) if isinstance(raw, dict) and "format" in raw else raw
-        if not isinstance(stages, dict) or not all(isinstance(v, dict) for v in stages.values()):
-            raise MyLLMError(f"{self.path} is damaged (its stages are not records); restore it, or delete it "
-                             "and re-run (every stage then runs again)")
-        self.stages: dict[str, dict[str, Any]] = stages
-
-    def require_current(self) -> StageRecords:
-        if self.format != self.FORMAT:
-            which = "an older" if self.format < self.FORMAT else "a newer"
-            raise MyLLMError(f"{self.path} was written by {which} myllm (format {self.format}, this one reads "
-                             f"{self.FORMAT}); its stages cannot be checked for changes. Start a new run directory, "
-                             f"or delete {self.path} to re-run every stage (this retrains the model)")
-        return self
-
-    def done(self, stage: str, fingerprint: str) -> bool:
-        return self.stages.get(stage, {}).get("fingerprint") == fingerprint
-
-    def mark(self, stage: str, fingerprint: str, seconds: float) -> None:
-        self.require_current()
-        self.stages[stage] = {"fingerprint": fingerprint, "seconds": round(seconds, 2)}
-        atomic_write_json(self.path, {"format": self.FORMAT, "stages": self.stages})

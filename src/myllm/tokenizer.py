@@ -24,6 +24,7 @@ requested: `Tokenizer.vocab_size` is the true size, and the model's vocab_size m
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -107,6 +108,10 @@ class Tokenizer:
         """Write `tokenizer.json` atomically."""
         atomic_write_text(path, self.hf.to_str(pretty=True))
 
+    def digest(self) -> str:
+        """A fingerprint of the vocabulary and rules (not of the file's bytes): what shards record they came from."""
+        return hashlib.sha256(self.hf.to_str().encode()).hexdigest()
+
     @property
     def vocab_size(self) -> int:
         return self.hf.get_vocab_size(with_added_tokens=True)
@@ -182,7 +187,17 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, path: str | Path) -> 
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    hf.train_from_iterator(_batches(texts), trainer)
+    seen = [0]  # characters trained on
+
+    def counted() -> Iterator[list[str]]:
+        for batch in _batches(texts):
+            seen[0] += sum(map(len, batch))
+            yield batch
+
+    hf.train_from_iterator(counted(), trainer)
+    if not seen[0]:  # bytes and special tokens only: every later number would be moot
+        raise MyLLMError("no text to train the tokenizer on (the train split is empty); give the corpus more "
+                         "documents, or lower data.val_fraction and data.test_fraction")
     tok = Tokenizer(hf, Path(path))
     tok.save(path)
     return tok

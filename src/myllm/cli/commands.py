@@ -15,8 +15,9 @@ import sys
 from pathlib import Path
 
 from myllm.cli.parser import PLAN_SHAPE_FLAGS, POST_FLAGS, PRETRAIN_FLAGS, SAMPLE_FLAGS, config_overrides
-from myllm.errors import MyLLMError
-from myllm.rundir import RunDir, StageRecords
+from myllm.errors import MyLLMError, brief
+from myllm.records import StageRecords
+from myllm.rundir import RunDir
 
 COMPILING_NOTE = "--compile: the decode step compiles before the first token (tens of seconds on a CPU), then runs fast"
 
@@ -68,6 +69,11 @@ def cmd_tokenizer(a: argparse.Namespace) -> int:
     cfg = out.config(a.overrides)
     if not out.manifest_file.is_file():
         raise MyLLMError(f"{out} has no corpus yet; run `myllm data prepare --out {out}` first")
+    trained = out.config().model.vocab_size
+    if cfg.model.vocab_size != trained and out.has_model():  # the new tokenizer would no longer fit the model
+        raise MyLLMError(f"{out} has models trained on its {trained:,}-token vocabulary; a tokenizer of "
+                         f"{cfg.model.vocab_size:,} would no longer fit them. Prepare a new run directory instead: "
+                         f"`myllm data prepare --out NEW --set model.vocab_size={cfg.model.vocab_size}`")
     run_stage(out, "tokenizer", cfg, lambda: stage_tokenizer(out, cfg))
     run_stage(out, "shards", cfg, lambda: stage_shards(out, cfg))
     index = out.index()
@@ -132,7 +138,10 @@ def cmd_post(a: argparse.Namespace) -> int:
     out, stage = RunDir(a.run), a.command
     extra = [f"{stage}.enabled=true"]
     if a.data:
-        extra.append(f"{stage}.data={Path(a.data).resolve()}")
+        try:
+            extra.append(f"{stage}.data={Path(a.data).resolve()}")
+        except (RuntimeError, OSError) as e:  # a symlink loop: RuntimeError before Python 3.13, OSError after
+            raise MyLLMError(f"--data {a.data} cannot be resolved ({brief(e)}); pass a JSONL file") from None
     cfg = out.config(extra + config_overrides(a, stage, POST_FLAGS) + a.overrides)
     metrics = run_stage(out, stage, cfg, lambda: stage_post(out, cfg, stage, show_progress=not a.no_progress,
                                                             restart=a.restart))
@@ -155,14 +164,15 @@ def _model_path(a: argparse.Namespace, run: RunDir, stage: str | None, default_s
     return run.model_checkpoint()
 
 
-def _load(a: argparse.Namespace, path: Path):
-    from myllm.train.checkpoint import load_model
+def _load(a: argparse.Namespace, run: RunDir, path: Path):
+    """The model at `path` (a checkpoint, or the file `myllm quantize` wrote), checked to fit the run."""
+    if not getattr(a, "quantized", None):
+        return run.load_model(path)
+    from myllm.infer.quant import load_quantized
 
-    if getattr(a, "quantized", None):
-        from myllm.infer.quant import load_quantized
-
-        return load_quantized(path)
-    return load_model(path)
+    model = load_quantized(path)
+    run.check_model_fits(model.cfg.vocab_size, path)
+    return model
 
 
 def _check_sampling_flags(a: argparse.Namespace) -> None:
@@ -178,8 +188,8 @@ def _check_sampling_flags(a: argparse.Namespace) -> None:
     if not 0 < a.repetition_penalty < math.inf:
         raise MyLLMError(f"--repetition-penalty must be a finite number > 0 (1 = off), got {a.repetition_penalty}")
     for flag, value in (("--frequency-penalty", a.frequency_penalty), ("--presence-penalty", a.presence_penalty)):
-        if not math.isfinite(value):
-            raise MyLLMError(f"{flag} must be a finite number (0 = off), got {value}")
+        if not -2 <= value <= 2:  # OpenAI's range, as the server's; far beyond it the logits overflow to inf
+            raise MyLLMError(f"{flag} must be from -2 to 2 (0 = off), got {value}")
     if any(not text for text in a.stop):
         raise MyLLMError("--stop needs some text, e.g. --stop 'User:'")
 
@@ -204,7 +214,7 @@ def cmd_chat(a: argparse.Namespace) -> int:
     tok = out.tokenizer()
     params = _sampling(a, out, tok)  # a bad flag or [sample] value stops before the model loads
     path = _model_path(a, out, a.stage, None)
-    model = _load(a, path)
+    model = _load(a, out, path)
     print(f"model: {path}")
     if a.compile:
         print(COMPILING_NOTE)
@@ -220,7 +230,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
     out = RunDir(a.run).require()
     tok = out.tokenizer()
     params = _sampling(a, out, tok)
-    model = _load(a, _model_path(a, out, None, "pretrain"))
+    model = _load(a, out, _model_path(a, out, None, "pretrain"))
     prompt = [tok.bos_id] + tok.encode(a.prompt)
     sys.stdout.write(a.prompt)
     if a.beams is not None:  # the best beam, printed whole (beams are only ranked at the end)
@@ -306,7 +316,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
     import dataclasses
 
     from myllm.config import RunConfig, apply_model_preset
-    from myllm.plan import format_plan, plan
+    from myllm.plan import check_plan_flags, format_plan, plan
 
     if a.run:
         model = RunDir(a.run).config().model
@@ -314,6 +324,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
         cfg = RunConfig()
         apply_model_preset(cfg, a.preset, "--preset")
         model = cfg.model
+    check_plan_flags(a.tokens, a.gpus, a.gpu, a.dist, a.micro_batch)
     if a.fit_time is not None:  # the shape is the answer: only vocabulary and context are given
         from myllm.plan import fit_time, format_fit
 

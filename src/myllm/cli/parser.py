@@ -27,6 +27,13 @@ POST_HELP = {"sft": "supervised fine-tuning on chats (loss on assistant tokens o
 _TYPES = {"int": int, "float": float, "str": str}
 
 
+def path_text(text: str) -> str:
+    """A path flag's value: an empty one would silently mean the current folder (and write into it)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("needs a path, e.g. runs/mine")
+    return text
+
+
 def add_config_flags(p: argparse.ArgumentParser, schema: type, flags: dict[str, str | None]) -> None:
     """`--key-name` for each config key in `flags`, typed as the schema's field (unset = the config's value)."""
     types = {f.name: f.type for f in dataclasses.fields(schema)}
@@ -62,10 +69,11 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
 
 def _add_run(sub, c) -> None:
     p = sub.add_parser("run", help="every stage in order: data, tokenizer, pretraining, evaluation")
-    p.add_argument("--data", help="folder of documents (default: the built-in 100-book universe)")
-    p.add_argument("--out", help="run directory (default runs/universe, runs/quick or runs/<data folder>)")
+    p.add_argument("--data", type=path_text, help="folder of documents (default: the built-in 100-book universe)")
+    p.add_argument("--out", type=path_text,
+                   help="run directory (default runs/universe, runs/quick or runs/<data folder>)")
     p.add_argument("--quick", action="store_true", help="a small model and few steps (about a minute on a CPU)")
-    p.add_argument("--config", help="TOML file with config overrides")
+    p.add_argument("--config", type=path_text, help="TOML file with config overrides")
     p.add_argument("--time-budget", type=float, help="stop pretraining after this many seconds (LR schedule fitted)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_set(p)
@@ -76,24 +84,24 @@ def _add_data(sub, c) -> None:
     p = sub.add_parser("data", help="prepare a corpus (clean, filter, dedup, tokenize) or show its report")
     data_sub = p.add_subparsers(dest="data_command", required=True)
     q = data_sub.add_parser("prepare", help="corpus, tokenizer, shards and corpus/report.md in a run directory")
-    q.add_argument("--out", "--run", dest="out", required=True, help="run directory")
-    q.add_argument("--data", help="folder of documents (default: the built-in universe)")
-    q.add_argument("--config", help="TOML file with config overrides")
+    q.add_argument("--out", "--run", type=path_text, dest="out", required=True, help="run directory")
+    q.add_argument("--data", type=path_text, help="folder of documents (default: the built-in universe)")
+    q.add_argument("--config", type=path_text, help="TOML file with config overrides")
     q.add_argument("--report", action="store_true", help="print the whole report (default: its path)")
     _add_set(q)
     q.set_defaults(func=c.cmd_data_prepare)
     q = data_sub.add_parser("stats", help="print a run's corpus report")
-    q.add_argument("--run", required=True, help="run directory")
+    q.add_argument("--run", type=path_text, required=True, help="run directory")
     q.set_defaults(func=c.cmd_data_stats)
     p = sub.add_parser("tokenizer", help="(re)train the tokenizer on a run's corpus and re-tokenize the shards")
-    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--run", type=path_text, required=True, help="run directory")
     _add_set(p)
     p.set_defaults(func=c.cmd_tokenizer)
 
 
 def _add_training(sub, c) -> None:
     p = sub.add_parser("pretrain", help="pretrain on a run directory's shards")
-    p.add_argument("--run", "--run-dir", dest="run", required=True,
+    p.add_argument("--run", "--run-dir", type=path_text, dest="run", required=True,
                    help="run directory (under torchrun write --run-dir: torchrun reads --run as its --run-path)")
     add_config_flags(p, TrainConfig, PRETRAIN_FLAGS)
     p.add_argument("--time-budget", type=float, help="seconds; the LR schedule is fitted to it")
@@ -107,8 +115,8 @@ def _add_training(sub, c) -> None:
     p.set_defaults(func=c.cmd_pretrain)
     for stage, text in POST_HELP.items():
         p = sub.add_parser(stage, help=text)
-        p.add_argument("--run", required=True, help="run directory (with a pretrained model)")
-        p.add_argument("--data", help="JSONL file (default: generated from the built-in universe)")
+        p.add_argument("--run", type=path_text, required=True, help="run directory (with a pretrained model)")
+        p.add_argument("--data", type=path_text, help="JSONL file (default: generated from the built-in universe)")
         add_config_flags(p, PostTrainConfig, POST_FLAGS)
         p.add_argument("--restart", action="store_true", help="discard this stage's checkpoints and start over")
         p.add_argument("--no-progress", action="store_true")
@@ -118,31 +126,32 @@ def _add_training(sub, c) -> None:
 
 def _add_results(sub, c) -> None:
     p = sub.add_parser("eval", help="bits per byte, knowledge probes and samples for a run")
-    p.add_argument("--run", required=True)
+    p.add_argument("--run", type=path_text, required=True)
     _add_set(p)
     p.set_defaults(func=c.cmd_eval)
     p = sub.add_parser("report", help="(re)write a run's report card: report.md and plots/*.png")
-    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--run", type=path_text, required=True, help="run directory")
     p.set_defaults(func=c.cmd_report)
 
 
 def _add_inference(sub, c) -> None:
     p = sub.add_parser("generate", help="continue a prompt with a run's model")
-    p.add_argument("--run", required=True)
+    p.add_argument("--run", type=path_text, required=True)
     p.add_argument("--prompt", default="")
-    p.add_argument("--checkpoint", help="a checkpoints/<stage>/step-* directory (default: the final pretrain one)")
+    p.add_argument("--checkpoint", type=path_text,
+                   help="a checkpoints/<stage>/step-* directory (default: the final pretrain one)")
     p.add_argument("--beams", type=int, help="beam search with this many beams (prints the best; 1 = greedy)")
     _add_sampling(p)
     p.set_defaults(func=c.cmd_generate)
     p = sub.add_parser("chat", help="chat with a run's model in the terminal (/reset, /system, /quit)")
-    p.add_argument("--run", required=True)
+    p.add_argument("--run", type=path_text, required=True)
     _add_stage(p)
-    p.add_argument("--checkpoint", help="a checkpoints/<stage>/step-* directory")
+    p.add_argument("--checkpoint", type=path_text, help="a checkpoints/<stage>/step-* directory")
     p.add_argument("--system", help="system prompt")
     _add_sampling(p)
     p.set_defaults(func=c.cmd_chat)
     p = sub.add_parser("serve", help="OpenAI-compatible API (/v1/...) and a web chat page (/) for a run's model")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory")
+    p.add_argument("run_dir", type=path_text, metavar="RUN_DIR", help="run directory")
     _add_stage(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
@@ -162,19 +171,19 @@ def _add_exports(sub, c) -> None:
     p = sub.add_parser("export", help="export a run's model: a Hugging Face directory or a llama.cpp GGUF file")
     export_sub = p.add_subparsers(dest="export_format", required=True)
     q = export_sub.add_parser("hf", help="a directory transformers loads (LlamaForCausalLM, tokenizer, chat template)")
-    q.add_argument("run_dir", metavar="RUN_DIR")
+    q.add_argument("run_dir", type=path_text, metavar="RUN_DIR")
     _add_stage(q, "default: the run's final model")
-    q.add_argument("--out", help="output directory (default: RUN_DIR/export/hf)")
+    q.add_argument("--out", type=path_text, help="output directory (default: RUN_DIR/export/hf)")
     q.set_defaults(func=c.cmd_export_hf)
     q = export_sub.add_parser("gguf", help="one GGUF file for llama.cpp / Ollama (llama architecture, BPE tokenizer)")
-    q.add_argument("run_dir", metavar="RUN_DIR")
+    q.add_argument("run_dir", type=path_text, metavar="RUN_DIR")
     q.add_argument("--type", dest="kind", default="f16", choices=["f32", "f16", "q8_0", "q4_0"],
                    help="weight type of the 2-D tensors (default f16; norms stay f32)")
     _add_stage(q, "default: the run's final model")
-    q.add_argument("--out", help="output file (default: RUN_DIR/export/model-TYPE.gguf)")
+    q.add_argument("--out", type=path_text, help="output file (default: RUN_DIR/export/model-TYPE.gguf)")
     q.set_defaults(func=c.cmd_export_gguf)
     p = sub.add_parser("quantize", help="weight-only int8/int4 copy of a run's model, with its size and val bpb")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", type=path_text, metavar="RUN_DIR")
     p.add_argument("--bits", type=int, choices=[8, 4], required=True)
     p.add_argument("--group-size", type=int, help="int4: weights per scale (default quant.group_size, 64)")
     _add_stage(p, "default: the run's final model")
@@ -185,7 +194,7 @@ def _add_exports(sub, c) -> None:
 def _add_plan(sub, c) -> None:
     p = sub.add_parser("plan", help="parameters, training FLOPs/time/cost/memory and inference costs of a model shape")
     p.add_argument("--preset", default="small")
-    p.add_argument("--run", help="use the model config of this run directory instead of a preset")
+    p.add_argument("--run", type=path_text, help="use the model config of this run directory instead of a preset")
     for flag, field in PLAN_SHAPE_FLAGS.items():
         p.add_argument(flag, dest=field, type=int, help=f"override model.{field}")
     p.add_argument("--tokens", type=float, help="training tokens (default: 20 per parameter, Chinchilla)")

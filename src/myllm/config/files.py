@@ -17,7 +17,7 @@ from typing import Any
 
 from myllm.config.presets import apply_model_preset, run_preset
 from myllm.config.schema import RunConfig
-from myllm.errors import ConfigError, MyLLMError
+from myllm.errors import ConfigError, MyLLMError, brief
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,6 +39,7 @@ def parse_value(text: str) -> Any:
 
 
 # What each field type accepts, said with an example (the fix) in the one-line error.
+INT64 = 2**63
 EXPECTED = {"bool": "true or false (unquoted)", "int": "an integer, e.g. 8", "float": "a float, e.g. 0.5",
             "str": "a string, e.g. \"auto\""}
 
@@ -49,6 +50,9 @@ def check_value(kind: str, dotted: str, value: Any, origin: str) -> Any:
     if kind == "bool" and isinstance(value, bool):
         return value
     if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+        if not -INT64 <= value < INT64:  # TOML's integers are 64-bit; seeds go to torch as int64/uint64
+            shown = value if value.bit_length() < 256 else f"a {value.bit_length()}-bit integer"
+            raise ConfigError(f"{origin}: {dotted} = {shown} is out of range; use a 64-bit integer (|x| < 2**63)")
         return value
     if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value):  # NaN would pass most range checks (every comparison is false)
@@ -123,6 +127,8 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"{what} {path} is not valid TOML: {reason}; fix that line") from None
     except RecursionError:  # arrays nested thousands deep
         raise ConfigError(f"{what} {path} is not valid TOML: nested too deep") from None
+    except ValueError as e:  # an integer of more than 4300 digits (Python's int-from-text limit)
+        raise ConfigError(f"{what} {path} is not valid TOML: {brief(e)}") from None
 
 
 def _preset_first(values: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,9 @@ from myllm.config.post import (  # noqa: F401
 from myllm.errors import ConfigError
 
 INF = float("inf")
+# Upper bounds on the model shape, each far above any model trained so far (d_model ~25k, ~130 layers,
+# contexts of a few million tokens): past them a shape only exhausts memory, or hangs building its layers.
+MODEL_LIMITS = {"d_model": 1 << 20, "d_ff": 1 << 22, "n_layers": 10_000, "context": 1 << 26}
 NON_NEGATIVE = ("seq_len", "warmup_steps", "time_budget", "weight_decay", "grad_clip")  # [train] keys: finite, >= 0
 
 
@@ -46,6 +49,9 @@ class ModelConfig:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "context"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} = {getattr(self, name)} must be positive")
+            if getattr(self, name) > MODEL_LIMITS.get(name, INF):  # beyond these only memory (or patience) runs out
+                raise ConfigError(f"model.{name} = {getattr(self, name)} is too large (at most "
+                                  f"{MODEL_LIMITS[name]:,})")
         if self.d_model % self.n_heads:
             raise ConfigError(
                 f"model.n_heads = {self.n_heads} does not divide model.d_model = {self.d_model}; "
@@ -66,7 +72,9 @@ class ModelConfig:
 
 
 def divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+    """The divisors of n, in order (found up to sqrt(n): an absurd d_model must not hang the error message)."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0] if n > 0 else []
+    return sorted({*small, *(n // d for d in small)})
 
 
 @dataclass
@@ -290,6 +298,11 @@ class RunConfig:
         for section in dataclasses.fields(self):
             check_finite(getattr(self, section.name), section.name)
             getattr(self, section.name).validate()
+        for name in ("sft", "dpo", "grpo"):  # rank d_model is already a full-rank update of every target
+            if getattr(self, name).lora_rank > self.model.d_model:
+                raise ConfigError(f"{name}.lora_rank = {getattr(self, name).lora_rank} exceeds model.d_model = "
+                                  f"{self.model.d_model}; pick a rank from 1 to {self.model.d_model} "
+                                  "(0 = full fine-tuning)")
         if self.train.seq_len > self.model.context:
             raise ConfigError(
                 f"train.seq_len = {self.train.seq_len} exceeds model.context = {self.model.context}; "

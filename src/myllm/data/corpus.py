@@ -165,16 +165,28 @@ def iter_corpus(corpus_dir: Path, split: str) -> Iterator[dict[str, str]]:
     return _records(path)
 
 
+def corpus_record(line: str | bytes, where: str) -> dict[str, Any]:
+    """One line of a corpus split file as its record, or one line naming the damage (`where`: file and line)."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):  # also bytes that are not UTF-8
+        record = None
+    if not (isinstance(record, dict) and isinstance(record.get("text"), str)):
+        raise MyLLMError(f"{where} is damaged (not a {{\"text\": ...}} record written by myllm); "
+                         "re-run `myllm data prepare` to rebuild the corpus")
+    return record
+
+
 def _records(path: Path) -> Iterator[dict[str, str]]:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            yield json.loads(line)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for i, line in enumerate(f):
+            yield corpus_record(line, f"{path} line {i + 1}")
 
 
 def iter_texts(path: Path, every: int = 1) -> Iterator[str]:
     """The texts of a corpus split file; with `every` = k only every k-th document (an even sample:
     BPE merges are learned from pair statistics, which a sample of a large corpus estimates well)."""
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for i, line in enumerate(f):
             if i % every == 0:
-                yield json.loads(line)["text"]
+                yield corpus_record(line, f"{path} line {i + 1}")["text"]

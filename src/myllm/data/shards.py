@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 from tqdm import tqdm
 
+from myllm.data.corpus import corpus_record
 from myllm.data.sources import SPLITS
 from myllm.errors import MyLLMError
 from myllm.io import atomic_write_json, open_no_follow, read_json, replace_dir
@@ -88,8 +89,8 @@ def _doc_batches(path: Path, offset: int, max_chars: int) -> Iterator[tuple[list
     with open(path, "rb") as f:
         f.seek(offset)
         for line in f:
+            text = corpus_record(line, f"{path} at byte {offset}")["text"]
             offset += len(line)
-            text = json.loads(line)["text"]
             batch.append(text)
             chars += len(text)
             if len(batch) >= BATCH_DOCS or chars >= max_chars:
@@ -158,7 +159,8 @@ def write_shards(corpus_dir: Path, tokenizer: Tokenizer, shards_dir: Path, shard
         state["current"] = None
         atomic_write_json(progress, state)
     index: dict[str, Any] = {"dtype": dtype.name, "vocab_size": tokenizer.vocab_size, "bos_id": tokenizer.bos_id,
-                             "shard_tokens": shard_tokens, "splits": state["splits"]}
+                             "tokenizer_sha256": tokenizer.digest(), "shard_tokens": shard_tokens,
+                             "splits": state["splits"]}
     atomic_write_json(partial / "index.json", index)
     progress.unlink()
     replace_dir(partial, shards_dir)

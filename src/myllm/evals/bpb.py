@@ -84,6 +84,7 @@ def run_bpb(run, model: torch.nn.Module, cfg, split: str = "val", device: torch.
 
     if split_tokens(run, split) < 2:
         return None
+    run.check_shards()
     info = run.index()["splits"][split]
     result = evaluate_bpb(model, ShardReader(run.shards, split), info["bytes"], cfg.train.batch_size, cfg.seq_len,
                           max_tokens, device, autocast_dtype(torch.device(device)))

@@ -15,6 +15,7 @@ alphabetically. A row without its own floor uses the base row's (same corpus, sa
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -26,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from myllm.errors import MyLLMError
-from myllm.io import atomic_open, atomic_write_text, read_json
-from myllm.rundir import POST_STAGES, RunDir, StageRecords
+from myllm.io import atomic_open, atomic_write_text
+from myllm.records import StageRecords
+from myllm.rundir import POST_STAGES, RunDir
 
 STAGE_ORDER = (*POST_STAGES, "quantized", "exported")
 POST_KEYS = ("reward", "kl", "accuracy")  # post-training curves, matched as a key or a _-separated part of one
@@ -47,8 +49,14 @@ def read_metrics(run_dir: RunDir | Path) -> list[dict[str, Any]]:
     path = RunDir.of(run_dir).metrics_file
     if not path.is_file():
         return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    records = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:  # a log: a line cut short by a kill, or damaged, is left out of the plots, not fatal
+            with contextlib.suppress(ValueError, RecursionError):
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    records.append(record)
+    return records
 
 
 def evaluation_rows(run: RunDir, summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -57,7 +65,7 @@ def evaluation_rows(run: RunDir, summary: dict[str, Any]) -> list[dict[str, Any]
     files = sorted(run.evals.glob("*.json"))
     rank = {name: i for i, name in enumerate(STAGE_ORDER)}
     for path in sorted(files, key=lambda p: (rank.get(p.stem, len(rank)), p.stem)):
-        rows.append({"name": path.stem, **read_json(path)})
+        rows.append({**run.eval_record(path), "name": path.stem})
     for row in rows:
         row.setdefault("floor_val_bpb", summary.get("floor_val_bpb"))
         if row.get("val_bpb") is not None and row["floor_val_bpb"]:
@@ -129,7 +137,7 @@ def build_run_report(run_dir: RunDir | Path) -> str:
     if not run.summary_file.is_file():
         raise MyLLMError(f"{run} has no summary.json; run `myllm run --out {run}` "
                          f"or `myllm eval --run {run}` first")
-    summary = read_json(run.summary_file)
+    summary = run.summary()
     lines = [f"# Run report: {run.root.name}", "", "## Config", "", *config_section(run), ""]
     lines += ["## System", "", "The machine that wrote this report:", "", *system_info(), ""]
     stages = StageRecords(run).stages  # empty for a stages.json of an older format
@@ -190,7 +198,7 @@ def write_run_plots(run_dir: RunDir | Path, records: list[dict[str, Any]], summa
     folder.mkdir(parents=True, exist_ok=True)
     by_stage: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
-        by_stage[r.get("stage", "pretrain")].append(r)
+        by_stage[str(r.get("stage", "pretrain"))].append(r)
     figures = itertools.chain(
         _loss_plot(plt, by_stage.get("pretrain", []), summary, _train_bytes_per_token(run)),
         _per_stage_plot(plt, by_stage, "lr", "learning rate"),
@@ -214,8 +222,12 @@ def write_run_plots(run_dir: RunDir | Path, records: list[dict[str, Any]], summa
 Figures = Iterator[tuple[str, Any]]
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
-    pairs = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+    pairs = [(r["step"], r[key]) for r in rows if _is_number(r.get("step")) and _is_number(r.get(key))]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 

@@ -16,7 +16,7 @@ from myllm.config import RunConfig
 from myllm.device import resolve_device
 from myllm.evals.bpb import run_bpb
 from myllm.evals.chat_eval import evaluate_chat, few_shot_prefix
-from myllm.io import atomic_write_json, read_json
+from myllm.io import atomic_write_json
 from myllm.model import Transformer
 from myllm.rundir import RunDir
 from myllm.tokenizer import Tokenizer
@@ -55,7 +55,7 @@ def write_stage_eval(run_dir: RunDir | Path, stage: str, metrics: dict[str, Any]
     atomic_write_json(run.stage_eval(stage), {**metrics, "checkpoint": str(checkpoint)})
     summary_path = run.summary_file
     if summary_path.is_file():
-        summary = read_json(summary_path)
+        summary = run.summary()
         summary.setdefault("stages", {})[stage] = {k: v for k, v in metrics.items() if k != "checkpoint"}
         atomic_write_json(summary_path, summary)
 

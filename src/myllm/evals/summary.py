@@ -3,7 +3,6 @@ samples, written to `summary.json` and printed as the run's closing summary."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import torch
 
 from myllm.config import RunConfig
+from myllm.data.corpus import corpus_record
 from myllm.device import resolve_device
 from myllm.evals.bpb import run_bpb
 from myllm.evals.probes import probe_accuracy
@@ -19,7 +19,7 @@ from myllm.io import atomic_write_json
 from myllm.plan import param_counts
 from myllm.rundir import RunDir
 from myllm.tokenizer import Tokenizer
-from myllm.train.checkpoint import load_model, read_state
+from myllm.train.checkpoint import read_state
 
 
 def sample_prompts(run: RunDir, universe: dict | None) -> list[str]:
@@ -28,9 +28,9 @@ def sample_prompts(run: RunDir, universe: dict | None) -> list[str]:
         probes = universe["probes"]
         return ["", probes[0]["prompt"].split(" lives")[0], probes[len(probes) // 2]["prompt"]]
     prompts = [""]
-    with open(run.corpus_split("val"), encoding="utf-8") as f:
-        for line in f:
-            words = json.loads(line)["text"].split()
+    with open(run.corpus_split("val"), encoding="utf-8", errors="replace") as f:
+        for i, line in enumerate(f):
+            words = corpus_record(line, f"{run.corpus_split('val')} line {i + 1}")["text"].split()
             if words:
                 prompts.append(" ".join(words[:6]))
             if len(prompts) == 3:
@@ -42,7 +42,7 @@ def evaluate_run(run_dir: RunDir | Path, cfg: RunConfig) -> dict[str, Any]:
     run = RunDir.of(run_dir)
     device = resolve_device(cfg.train.device)
     ckpt = run.model_checkpoint("pretrain", unfinished=True)
-    model = load_model(ckpt, device)
+    model = run.load_model(ckpt, device)
     tok = Tokenizer.load(run.tokenizer_file)
     index = run.index()
     manifest = run.manifest()

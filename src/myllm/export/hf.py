@@ -39,7 +39,6 @@ from myllm.errors import MyLLMError
 from myllm.io import atomic_dir, remove_leftovers
 from myllm.rundir import RunDir
 from myllm.tokenizer import SPECIAL_TOKENS
-from myllm.train.checkpoint import load_model
 
 BOS, EOS, PAD = "<|bos|>", "<|end|>", "<|pad|>"
 STOP_TOKENS = ("<|end|>", "<|eos|>", "<|bos|>", "<|user|>", "<|system|>")  # = myllm.chat.stop_ids
@@ -122,7 +121,7 @@ def export_hf(run_dir: RunDir | str | Path, out: str | Path, stage: str | None =
     check_out(out)
     run.require_tokenizer()
     ckpt = run.model_checkpoint(stage)
-    model = load_model(ckpt)  # LoRA adapters are merged here
+    model = run.load_model(ckpt)  # LoRA adapters are merged here
     sample = load_run_config(run.config_file).sample if run.config_file.is_file() else SampleConfig()
     weights = {f"model.{k}": v.detach().float().contiguous() for k, v in model.state_dict().items()}
     with atomic_dir(out) as tmp:

@@ -20,10 +20,10 @@ def quantize_run(run_dir: RunDir | str | Path, bits: int, group_size: int | None
                  evaluate: bool = True) -> dict:
     """Quantize the run's final model (or `stage`'s), save it in the run, and measure it."""
     run = RunDir.of(run_dir)
-    cfg = run.config([f"quant.bits={bits}"] + ([f"quant.group_size={group_size}"] if group_size else []))
+    cfg = run.config([f"quant.bits={bits}"] + ([f"quant.group_size={group_size}"] if group_size is not None else []))
     run.require_tokenizer()
     ckpt = run.model_checkpoint(stage)
-    model = load_model(ckpt)
+    model = run.load_model(ckpt)
     remove_leftovers(run.quantized(cfg.quant.bits))  # temps of killed writes (save_quantized is atomic)
     out = save_quantized(quantize_model(load_model(ckpt), cfg.quant.bits, cfg.quant.group_size),
                          run.quantized(cfg.quant.bits), str(ckpt))

@@ -22,7 +22,6 @@ from myllm.tokenizer import Tokenizer
 def load_for_serving(run_dir: RunDir | Path, stage: str | None = None,
                      checkpoint: Path | None = None) -> tuple[Transformer, Tokenizer, Path]:
     """The model (final checkpoint, or the latest of `stage`), the tokenizer, and the checkpoint path."""
-    from myllm.train.checkpoint import load_model
 
     run = RunDir.of(run_dir)
     if not run.root.is_dir():
@@ -33,7 +32,7 @@ def load_for_serving(run_dir: RunDir | Path, stage: str | None = None,
         path = run.model_checkpoint(stage or None, unfinished=bool(stage))
     tok_path = run.require_tokenizer()
     try:
-        model = load_model(path)
+        model = run.load_model(path)
     except MyLLMError:
         raise
     except Exception as e:  # a corrupt or foreign model.safetensors: say which file, not a traceback
@@ -49,14 +48,17 @@ def tcp_socket(family: int = socket.AF_INET, proto: int = socket.IPPROTO_TCP) ->
     return socket.socket(family, socket.SOCK_STREAM, proto or socket.IPPROTO_TCP)
 
 
-def check_flags(port: int, max_body_mb: float, request_timeout: float) -> None:
+def check_flags(port: int, max_body_mb: float, request_timeout: float, api_key: str | None = None) -> None:
     """Refuse values that cannot work before anything loads (NaN fails every comparison)."""
+    if api_key is not None and not api_key.strip():
+        raise MyLLMError("--api-key is empty: give a secret (clients send it as `Authorization: Bearer KEY`), "
+                         "or leave the flag out to serve without one")
     if not 0 <= port <= 65535:
         raise MyLLMError(f"--port must be 1..65535 (or 0 for any free port), got {port}")
     if not 0 < max_body_mb < math.inf:
         raise MyLLMError(f"--max-body-mb must be a positive number of megabytes, got {max_body_mb}")
-    if not 0 < request_timeout <= 24 * 3600:
-        raise MyLLMError(f"--request-timeout must be > 0 and at most a day (86400 s), got {request_timeout}")
+    if not 0.1 <= request_timeout <= 24 * 3600:  # below 0.1 s no request could even arrive whole
+        raise MyLLMError(f"--request-timeout must be from 0.1 s to a day (86400 s), got {request_timeout}")
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -100,7 +102,7 @@ def serve(run_dir: Path, stage: str | None = None, host: str = "127.0.0.1", port
 
     from myllm.serve.app import create_app
 
-    check_flags(port, max_body_mb, request_timeout)
+    check_flags(port, max_body_mb, request_timeout, api_key)
     if threads > 0:
         torch.set_num_threads(threads)
     model, tok, path = load_for_serving(run_dir, stage)

@@ -28,7 +28,7 @@ from myllm.errors import MyLLMError
 from myllm.io import atomic_open
 from myllm.rundir import RunDir, resume_fingerprint
 from myllm.tokenizer import Tokenizer
-from myllm.train.checkpoint import latest_checkpoint, load_model, read_state
+from myllm.train.checkpoint import latest_checkpoint, read_state
 from myllm.train.loop import TrainResult, train
 from myllm.train.lora import apply_lora, parse_targets
 from myllm.train.optim import check_optimizer
@@ -104,7 +104,7 @@ def run_post_stage(
     latest = latest_checkpoint(ckpt_root)
     start_over = restart or (latest is not None and read_state(latest).get("fingerprint") != fingerprint)
     torch.manual_seed(section.seed)
-    model = load_model(start, device).train()
+    model = run.load_model(start, device).train()
     batches, loss_fn, tokens_in = make(model, tok, path, device)
     lora = None
     if section.lora_rank > 0:

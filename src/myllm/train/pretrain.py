@@ -56,6 +56,8 @@ def pretrain(
                 f"phase's shards there (laid out like {run.shards}, same tokenizer) or change train.phases"
             )
     indexes = [run.index(folder) for folder, _ in phases]
+    for folder in ["shards", *(folder for folder, _ in phases)]:
+        run.check_shards(folder=folder)
     for idx in [index, *indexes]:
         if idx["vocab_size"] > cfg.model.vocab_size:
             raise MyLLMError(

@@ -148,6 +148,7 @@ def text_batches(run: RunDir, rows: int, seq_len: int, seed: int) -> TrainBatche
     if not run.index_file().is_file():
         raise MyLLMError(f"sft.text_rows = {rows} mixes pretraining text into SFT, but {run.shards} has no shards; "
                          "run `myllm run` first or set sft.text_rows=0")
+    run.check_shards()
     return TrainBatches(ShardReader(run.shards, "train"), rows, seq_len, seed=seed)
 
 
