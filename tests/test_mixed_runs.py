@@ -119,6 +119,10 @@ BAD_FLAGS = [
     (["plan", "--d-model", "1000000000001", "--heads", "7"], "too large"),
     (["plan", "--layers", str(10**30)], "too large"),
     (["data", "prepare", "--out", "{A}/tokenizer/new", "--set", "model.vocab_size=300"], "inside the run directory"),
+    (["data", "prepare", "--out", "{A}", "--set", "model.vocab_size=300"], "has trained models"),
+    (["pretrain", "--run", "{A}", "--restart", "--set", "train.lr=1e300"], "at most 10"),
+    (["grpo", "--run", "{A}", "--lr", "1e39"], "at most 10"),
+    (["grpo", "--run", "{A}", "--set", "grpo.clip_eps=1e300"], "clip_eps in (0, 10]"),
     (["data", "prepare", "--out", ""], "needs a path"),
     (["generate", "--run", " ", "--prompt", "x"], "needs a path"),
     (["serve", "{A}", "--api-key", ""], "--api-key"),
@@ -178,3 +182,39 @@ def test_plan_counts_parameters_without_building_every_layer():
 
     cfg = ModelConfig(vocab_size=300, d_model=32, n_layers=5, n_heads=4, n_kv_heads=2, d_ff=64, context=16)
     assert param_counts(cfg)["total"] == sum(p.numel() for p in Transformer(cfg).parameters())
+
+
+def test_an_empty_run_config_is_one_line_not_all_defaults(run_a, capsys):
+    (run_a / "config.toml").write_text("")
+    before = snapshot(run_a)
+    rc, err = cli(["data", "prepare", "--out", run_a], capsys)
+    assert_one_line_error(rc, err, mentions="is empty")
+    assert_nothing_lost(before, run_a)
+
+
+def test_a_checkpoint_of_nan_weights_is_refused_at_load(run_a, capsys):
+    import torch
+
+    from myllm.model import Transformer
+    from myllm.rundir import RunDir
+    from myllm.train.checkpoint import save_checkpoint
+
+    model = Transformer(RunDir(run_a).config().model)
+    with torch.no_grad():
+        model.norm.weight[0] = float("nan")
+    save_checkpoint(run_a / "checkpoints" / "pretrain", 2, model, None, {"done": True}, keep_last=5)
+    rc, err = cli(["generate", "--run", run_a, "--prompt", "x", "--max-new-tokens", "2"], capsys)
+    assert_one_line_error(rc, err, mentions="NaN or inf")
+
+
+def test_sampling_from_nan_logits_is_one_line():
+    import torch
+
+    from myllm.errors import MyLLMError
+    from myllm.infer.engine import SamplingParams, next_token
+
+    logits = torch.zeros(2, 5)
+    assert next_token(logits, SamplingParams(temperature=1.0), None).shape == (2,)
+    logits[1, 3] = float("nan")
+    with pytest.raises(MyLLMError, match="NaN"):
+        next_token(logits, SamplingParams(temperature=1.0), None)

@@ -151,11 +151,12 @@ def stage_post(run: RunDir | Path, cfg: RunConfig, stage: str, show_progress: bo
 
 
 def prepare_run_dir(out: RunDir | Path, preset: str, config_file: str | None, overrides: list[str],
-                    data: str | None, time_budget: float | None) -> RunConfig:
+                    data: str | None, time_budget: float | None, *, data_only: bool = False) -> RunConfig:
     """Resolve the config: the run's existing config.toml (if any) is the base, then flags.
 
     A time budget becomes the stopping rule: it lifts train.max_steps, unless `--set
-    train.max_steps=N` is given too (then whichever comes first stops training).
+    train.max_steps=N` is given too (then whichever comes first stops training). `data_only`:
+    only the data stages will run (`myllm data prepare`), so they may not change under trained models.
     """
     run = RunDir.of(out)
     extra = []
@@ -173,6 +174,8 @@ def prepare_run_dir(out: RunDir | Path, preset: str, config_file: str | None, ov
         cfg = resolve_config(preset, config_file, extra)
     check_not_inside(run, cfg.data.source)
     check_not_in_a_run(run)
+    if data_only and run.has_model():
+        check_data_keeps_models(run, cfg)
     run.root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.config_file, dump_config(cfg))
     return cfg
@@ -189,6 +192,17 @@ def check_not_inside(run: RunDir, source: str) -> None:
     if data == root or data.is_relative_to(root):
         raise MyLLMError(f"the data folder {source} is the run directory {run.root} or inside it; "
                          "put the run elsewhere (--out runs/NAME) or the documents in their own folder")
+
+
+def check_data_keeps_models(run: RunDir, cfg: RunConfig) -> None:
+    """Data stages that would re-run under trained models would leave those models behind their tokenizer and
+    shards (`myllm run` re-runs the models too; `myllm data prepare` would not)."""
+    records, prints = StageRecords(run), fingerprints(run, cfg)
+    stale = [s for s in ("corpus", "tokenizer", "shards") if not records.done(s, prints[s])]
+    if stale:
+        raise MyLLMError(f"{run} has trained models, and this would rebuild its {', '.join(stale)} under them; "
+                         f"re-run the whole chain with `myllm run --out {run}` (same flags), or prepare a new run "
+                         "directory with another --out")
 
 
 def check_not_in_a_run(run: RunDir) -> None:

@@ -47,7 +47,7 @@ def cmd_data_prepare(a: argparse.Namespace) -> int:
 
     out = RunDir(a.out)
     StageRecords(out).require_current()  # before config.toml is rewritten
-    cfg = prepare_run_dir(out, "default", a.config, a.overrides, a.data, None)
+    cfg = prepare_run_dir(out, "default", a.config, a.overrides, a.data, None, data_only=True)
     for stage, action in (("corpus", stage_corpus), ("tokenizer", stage_tokenizer), ("shards", stage_shards)):
         run_stage(out, stage, cfg, lambda action=action: action(out, cfg))
     print(build_report(out) if a.report else f"report: {out.corpus_report}")

@@ -169,7 +169,10 @@ def load_run_config(path: str | Path) -> RunConfig:
     same typed check as `--set` and `--config`; a bad value is one line naming the file and the key."""
     path = Path(path)
     cfg = RunConfig()
-    apply_overrides(cfg, section_values(read_toml(path, "run config"), str(path)), str(path), presets=False)
+    tree = read_toml(path, "run config")
+    if not tree:  # dump_config writes every section: an empty file would silently mean "all defaults"
+        raise ConfigError(f"run config {path} is empty; restore it, or delete it to start the run's config afresh")
+    apply_overrides(cfg, section_values(tree, str(path)), str(path), presets=False)
     try:
         return cfg.validate()
     except ConfigError as e:

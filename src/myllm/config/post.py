@@ -13,6 +13,7 @@ from typing import Any
 from myllm.errors import ConfigError, MyLLMError
 
 INF = float("inf")
+MAX_LR = 10.0  # as [train]'s (see schema.py): far above any rate that trains, within float32's range
 
 # The linears of a block that LoRA can wrap (see myllm.train.lora), named as in myllm.model.
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -55,9 +56,10 @@ class PostTrainConfig:
         for key in ("max_steps", "batch_size", "examples"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{name}.{key} = {getattr(self, key)} must be positive")
-        if not (0 < self.lr < INF and 0 < self.lora_alpha < INF and 0 <= self.weight_decay < INF) or self.lora_rank < 0:
-            raise ConfigError(f"{name}.lr, {name}.lora_alpha (> 0) and {name}.weight_decay (>= 0) must be finite; "
-                              f"{name}.lora_rank >= 0")
+        if not (0 < self.lr <= MAX_LR and 0 < self.lora_alpha < INF and 0 <= self.weight_decay < INF) \
+                or self.lora_rank < 0:
+            raise ConfigError(f"{name}.lr (> 0, at most {MAX_LR:g}), {name}.lora_alpha (> 0) and {name}.weight_decay "
+                              f"(>= 0) must be finite; {name}.lora_rank >= 0")
         if not (0 <= self.min_lr_ratio <= 1 and self.warmup_steps >= 0 and 0 <= self.grad_clip < INF):
             raise ConfigError(f"{name}.min_lr_ratio must be in [0, 1], {name}.warmup_steps >= 0, {name}.grad_clip >= 0")
         try:
@@ -134,8 +136,9 @@ class GRPOConfig(PostTrainConfig):
         super().validate(name)
         if self.group_size < 2:
             raise ConfigError(f"grpo.group_size = {self.group_size} must be at least 2 (advantages compare a group)")
-        if self.max_new_tokens <= 0 or self.temperature <= 0 or self.kl_coef < 0 or self.clip_eps <= 0:
-            raise ConfigError("grpo.max_new_tokens, grpo.temperature and grpo.clip_eps must be > 0, grpo.kl_coef >= 0")
+        if self.max_new_tokens <= 0 or self.temperature <= 0 or self.kl_coef < 0 or not 0 < self.clip_eps <= 10:
+            raise ConfigError("grpo.max_new_tokens and grpo.temperature must be > 0, grpo.clip_eps in (0, 10] "
+                              "(a ratio clip past 10 is none), grpo.kl_coef >= 0")
         if not 0 <= self.fact_fraction <= 1:
             raise ConfigError(f"grpo.fact_fraction = {self.fact_fraction} must be in [0, 1]")
         if self.oversample < 1:

@@ -19,6 +19,9 @@ from myllm.config.post import (  # noqa: F401
 from myllm.errors import ConfigError
 
 INF = float("inf")
+# Far above any rate that trains (AdamW 1e-4..1e-2, Muon ~0.02); past float32's range the optimizer cannot even
+# apply it ("value cannot be converted to type float without overflow").
+MAX_LR = 10.0
 # Upper bounds on the model shape, each far above any model trained so far (d_model ~25k, ~130 layers,
 # contexts of a few million tokens): past them a shape only exhausts memory, or hangs building its layers.
 MODEL_LIMITS = {"d_model": 1 << 20, "d_ff": 1 << 22, "n_layers": 10_000, "context": 1 << 26}
@@ -218,8 +221,8 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "max_steps", "eval_every", "ckpt_every", "keep_last"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} = {getattr(self, name)} must be positive")
-        if not (0 < self.lr < INF) or not (0 <= self.min_lr_ratio <= 1):  # NaN fails every comparison
-            raise ConfigError("train.lr must be a finite number > 0 and train.min_lr_ratio in [0, 1]")
+        if not (0 < self.lr <= MAX_LR) or not (0 <= self.min_lr_ratio <= 1):  # NaN fails every comparison
+            raise ConfigError(f"train.lr = {self.lr} must be > 0 and at most {MAX_LR:g}, train.min_lr_ratio in [0, 1]")
         if not all(0 <= getattr(self, k) < INF for k in NON_NEGATIVE):
             raise ConfigError(f"train.{', train.'.join(NON_NEGATIVE)} must be finite numbers >= 0")
         if self.device not in ("auto", "cpu", "cuda"):

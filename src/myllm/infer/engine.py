@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from myllm.errors import MyLLMError
 from myllm.infer.quant import is_quantized
 from myllm.model import KVCache, Transformer
 
@@ -96,6 +97,9 @@ def next_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Ge
     if params.temperature < SAMPLING_EPS or params.top_p < SAMPLING_EPS:
         return logits.argmax(dim=-1)
     logits = filter_logits(logits.float() / params.temperature, params.top_k, params.top_p)
+    if torch.isnan(logits).any():  # no draw can take NaN: the model itself is broken, say so in one line
+        raise MyLLMError("the model's outputs are NaN, so no token can be sampled: its weights are no longer finite "
+                         "(training diverged: lower the learning rate, weight decay or LoRA alpha, and re-run)")
     probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 

@@ -232,6 +232,10 @@ def load_weights(path: Path, model: torch.nn.Module) -> None:
     except RuntimeError as e:  # a tensor of another shape
         raise MyLLMError(f"checkpoint {path} holds weights of another shape than its model config ({brief(e, 300)}); "
                          "it was damaged or written by a different config") from None
+    bad = next((k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise MyLLMError(f"checkpoint {path}: weight {bad} holds NaN or inf (the training that wrote it diverged); "
+                         "use an earlier checkpoint, or re-run the stage with a lower learning rate and --restart")
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     missing = [k for k in missing if k not in frozen]  # frozen weights come from the base checkpoint
     if missing or unexpected:
