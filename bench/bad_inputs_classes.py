@@ -84,7 +84,8 @@ def run_dir_kinds(rng, work, tally) -> None:
         argv = [str(a).replace("{R}", str(target)).replace("{D}", str(docs)) for a in cmd]
         if cmd[0] == "serve" and kind == "only config.toml":
             continue  # a valid-looking run might start serving in this process
-        must = not (cmd[0] == "data" and kind in ("missing", "empty dir"))  # prepare creates a new run there
+        # prepare creates a new run there, or fills a run that has only its config so far
+        must = not (cmd[0] == "data" and kind in ("missing", "empty dir", "only config.toml"))
         must &= not (cmd[0] == "plan" and kind == "only config.toml")  # a valid config is all plan reads
         check(tally, Case("--run not a run", argv, setup=setup, must_fail=must, watch=[base, docs], timeout=30))
 
@@ -274,9 +275,11 @@ def generate_extremes(rng, work, tally) -> None:
                ("--frequency-penalty", "1e300", False), ("--presence-penalty", "-1e300", False)]
     for _ in range(30):
         argv, must = ["generate", "--run", run, "--max-new-tokens", "4"], False
+        last = {}  # a repeated flag: argparse keeps its last value
         for flag, value, sure in rng.sample(choices, rng.randint(1, 2)):
             argv += [flag, value]
-            must |= sure
+            last[flag] = sure
+        must = any(last.values())
         check(tally, Case("generate extremes", argv, must_fail=must, watch=[run], timeout=15))
 
 

@@ -127,11 +127,19 @@ def test_training_memory_estimate_matches_a_measured_cpu_step():
     (dict(tokens=-5), ["--tokens", "positive"]),
     (dict(gpus=0), ["--gpus"]),
     (dict(micro_batch=0), ["--micro-batch"]),
+    (dict(loss_chunk=-1), ["--loss-chunk", ">= 0"]),
 ])
 def test_bad_input_is_a_one_line_config_error(kwargs, words):
     with pytest.raises(ConfigError) as err:
         plan(preset("nano"), **kwargs)
     assert "\n" not in str(err.value) and all(w in str(err.value) for w in words)
+
+
+def test_a_loss_chunk_larger_than_the_micro_batch_is_the_whole_logits():
+    whole = plan(preset("nano"), micro_batch=2)["memory"]["per_gpu"]["ddp"]["logits"]
+    assert whole > 0
+    assert plan(preset("nano"), micro_batch=2, loss_chunk=10**15)["memory"]["per_gpu"]["ddp"]["logits"] == whole
+    assert 0 < plan(preset("nano"), micro_batch=2, loss_chunk=16)["memory"]["per_gpu"]["ddp"]["logits"] < whole
 
 
 def test_impossible_shape_is_a_config_error():

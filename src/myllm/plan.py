@@ -133,7 +133,7 @@ def check_choice(kind: str, value: str, choices) -> None:
 
 
 def check_plan_flags(tokens: float | None = None, gpus: int = 1, gpu: str = "h100", dist: str = "ddp",
-                     micro_batch: int = 1) -> None:
+                     micro_batch: int = 1, loss_chunk: int = 0) -> None:
     """The hardware and budget flags of `myllm plan`, each in range (also with --fit-time, which ignores some)."""
     check_choice("--gpu", gpu, GPUS)
     check_choice("--dist", dist, DISTS)
@@ -142,13 +142,15 @@ def check_plan_flags(tokens: float | None = None, gpus: int = 1, gpu: str = "h10
     for name, v in (("--gpus", gpus), ("--micro-batch", micro_batch)):
         if v < 1:
             raise ConfigError(f"{name} = {v} must be at least 1")
+    if loss_chunk < 0:  # unlike train.loss_chunk (0 = auto, -1 = off), the plan has no auto: 0 is whole logits
+        raise ConfigError(f"--loss-chunk = {loss_chunk} must be >= 0 (tokens per cross-entropy chunk; 0 = whole logits)")
 
 
 def plan(cfg: ModelConfig, tokens: float | None = None, gpus: int = 1, gpu: str = "h100", dist: str = "ddp",
          micro_batch: int = 1, checkpointing: bool = False, loss_chunk: int = 0) -> dict:
     """Everything `myllm plan` reports, as a JSON-ready dict (bytes, FLOPs, seconds, dollars)."""
     cfg.validate()
-    check_plan_flags(tokens, gpus, gpu, dist, micro_batch)
+    check_plan_flags(tokens, gpus, gpu, dist, micro_batch, loss_chunk)
     counts = param_counts(cfg)
     n, T, L = counts["total"], cfg.context, cfg.n_layers
     tokens = float(tokens if tokens is not None else 20 * n)
@@ -161,6 +163,7 @@ def plan(cfg: ModelConfig, tokens: float | None = None, gpus: int = 1, gpu: str 
     step_tokens = gpus * micro_batch * T
     act = activation_bytes_per_token(cfg, mixed=gpu != "cpu")
     # Chunked cross-entropy (train.loss_chunk) holds one chunk's logits at a time, not B·T·V.
+    loss_chunk = min(loss_chunk, micro_batch * cfg.context)  # a chunk larger than the micro-batch is all of it
     logits = loss_chunk * act["logits"] if loss_chunk else micro_batch * T * act["logits"]
     seq_bytes = T * act["checkpointed" if checkpointing else "all_layers"] + (0 if loss_chunk else T * act["logits"])
     memory = {}

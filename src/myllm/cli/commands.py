@@ -324,7 +324,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
         cfg = RunConfig()
         apply_model_preset(cfg, a.preset, "--preset")
         model = cfg.model
-    check_plan_flags(a.tokens, a.gpus, a.gpu, a.dist, a.micro_batch)
+    check_plan_flags(a.tokens, a.gpus, a.gpu, a.dist, a.micro_batch, a.loss_chunk)
     if a.fit_time is not None:  # the shape is the answer: only vocabulary and context are given
         from myllm.plan import fit_time, format_fit
 
