@@ -2,8 +2,12 @@
 
 import importlib.util
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from myllm.config import MODEL_PRESETS, ModelConfig
@@ -100,3 +104,18 @@ def test_inference_bench_measures_decode_and_the_bandwidth_bound():
     tok_s, _ = inference.myllm_decode(model, [1, 2, 3], 8, repeats=1)
     assert tok_s > 0
     assert inference.batched(model, [1, 2, 3], 8, batch=4, repeats=1) > 0
+
+
+@pytest.mark.slow
+def test_gpu_bench_smoke_runs_every_part_compiled_on_cpu():
+    """bench/gpu.py --smoke: the acceptance script's own code on tiny shapes (CUDA tests skipped here)."""
+    proc = subprocess.run([sys.executable, str(BENCH / "gpu.py"), "--smoke"], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONPATH": str(BENCH.parent / "src")})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = proc.stdout
+    rows = {line.split()[0] + " " + line.split()[1]: line.split() for line in out.splitlines()
+            if line.startswith(("gpt2-124m", "myllm-1b"))}
+    assert set(rows) == {"gpt2-124m eager", "gpt2-124m compiled", "myllm-1b fsdp2"}
+    assert rows["gpt2-124m eager"][3] == "0"  # graphs: eager
+    assert int(rows["gpt2-124m compiled"][3]) > 0 and int(rows["myllm-1b fsdp2"][3]) > 0  # compiled, FSDP2 too
+    assert "skipped" in out and "MyLLM tok/s" in out and "done" in out

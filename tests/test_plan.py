@@ -37,15 +37,26 @@ def test_myllm_1b_headline_numbers():
     assert p["initial_loss"] == pytest.approx(11.090, abs=1e-3)  # ln 65536
     assert plan(preset("myllm-1b"))["training"]["tokens"] == 20 * 1_055_231_744  # Chinchilla default
     mem = p["memory"]["per_gpu"]
-    assert mem["ddp"]["optimizer"] == 12 * 1_055_231_744 and mem["zero1"]["optimizer"] == 12 * 1_055_231_744 / 8
+    n = 1_055_231_744  # fp32 weights, grads and 2 AdamW moments; bf16 autocast copies of the weights on a GPU
+    assert (mem["ddp"]["weights"], mem["ddp"]["grads"], mem["ddp"]["optimizer"], mem["ddp"]["copies"]) == \
+        (4 * n, 4 * n, 8 * n, 2 * n)
+    assert mem["zero1"]["optimizer"] == 8 * n / 8 and mem["fsdp"]["weights"] == 4 * n / 8
+    embedding = 65_536 * 1_792  # FSDP: the gathered bf16 embedding and two blocks' weights + grads
+    assert mem["fsdp"]["copies"] == pytest.approx(2 * embedding + 8 * (n - embedding) / 28)
     assert mem["ddp"]["total"] > mem["zero1"]["total"] > mem["zero2"]["total"] > mem["fsdp"]["total"]
 
 
 def test_kv_cache_matches_an_allocated_cache():
     cfg = preset("micro")
     inf = plan(cfg, gpu="cpu")["inference"]
+    assert inf["kv_dtype"] == "fp32" and inf["kv_bytes_per_value"] == 4
     assert inf["kv_cache_bytes_at_context"] == KVCache.allocate(cfg, 1, cfg.context).nbytes()
     assert inf["kv_cache_bytes_per_token"] * cfg.context == inf["kv_cache_bytes_at_context"]
+    # A GPU target's cache is in the inference dtype there, bf16 (myllm.device.inference_dtype): half the
+    # bytes, the same as a bf16 cache allocated here (the numbers are unchanged; the dtype is now named).
+    gpu = plan(cfg, gpu="h100")["inference"]
+    assert gpu["kv_dtype"] == "bf16" and gpu["kv_bytes_per_value"] == 2
+    assert gpu["kv_cache_bytes_at_context"] == KVCache.allocate(cfg, 1, cfg.context, dtype=torch.bfloat16).nbytes()
 
 
 def test_flops_per_token_matches_the_benchmark():
@@ -113,7 +124,7 @@ def test_training_memory_estimate_matches_a_measured_cpu_step():
     cfg = preset("small")
     cfg.context = T
     mem = plan(cfg, gpu="cpu", micro_batch=B)["memory"]["per_gpu"]["ddp"]
-    estimate = sum(mem[k] for k in ("weights", "grads", "optimizer", "activations", "logits"))
+    estimate = sum(mem[k] for k in ("weights", "grads", "optimizer", "copies", "activations", "logits"))
     assert estimate == mem["total"]
     print(f"training memory, small 8 x 256 on CPU: estimate {estimate / 1e6:.1f} MB, "
           f"measured peak {measured / 1e6:.1f} MB ({(estimate - measured) / measured:+.1%})")
@@ -152,7 +163,7 @@ def test_impossible_shape_is_a_config_error():
 def test_cli_plan_table_json_and_errors(capsys):
     assert main(["plan", "--preset", "myllm-1b", "--gpus", "8", "--gpu", "h100"]) == 0
     out = capsys.readouterr().out
-    assert "1,055,231,744" in out
+    assert "1,055,231,744" in out and "head_dim x 2 B (bf16, the inference dtype" in out  # the KV row says its dtype
     table = out[out.index("memory per GPU"):]
     assert all(f"\n{d} " in table for d in ("ddp", "zero1", "zero2", "fsdp"))
     assert main(["plan", "--preset", "small", "--layers", "2", "--tokens", "1e6", "--json"]) == 0

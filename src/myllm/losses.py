@@ -15,6 +15,17 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+AUTO_LOSS_CHUNK = 4096  # tokens per cross-entropy chunk when the vocabulary is large
+LARGE_VOCAB = 32768
+
+
+def loss_chunk_for(cfg) -> int:
+    """`train.loss_chunk` of a RunConfig: 0 = auto (chunks of AUTO_LOSS_CHUNK from LARGE_VOCAB tokens up),
+    -1 = off, else that many tokens per chunk."""
+    if cfg.train.loss_chunk:
+        return max(cfg.train.loss_chunk, 0)
+    return AUTO_LOSS_CHUNK if cfg.model.vocab_size >= LARGE_VOCAB else 0
+
 
 def _chunk_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     logits = F.linear(h, weight).float()

@@ -18,6 +18,7 @@ from collections import OrderedDict
 import torch
 
 from myllm.config import ModelConfig
+from myllm.device import dtype_name, inference_dtype
 from myllm.errors import ConfigError
 from myllm.model import Transformer
 
@@ -101,17 +102,30 @@ def activation_bytes_per_token(cfg: ModelConfig, mixed: bool) -> dict[str, float
     }
 
 
-def state_bytes(n: int, gpu: str, dist: str, gpus: int) -> dict[str, float]:
-    """Weights, gradients and AdamW state per GPU.
+def state_bytes(counts: dict[str, int], n_layers: int, gpu: str, dist: str, gpus: int) -> dict[str, float]:
+    """Weights, gradients, AdamW state and the copies the code makes, per GPU: what MyLLM allocates.
 
-    GPU: bf16 weights and gradients (2 + 2 bytes) and fp32 master weights + 2 moments (12 bytes),
-    the 16 bytes/parameter of mixed-precision Adam (ZeRO paper). CPU: fp32 everything (4 + 4 + 8).
-    ZeRO-1 shards the optimizer state over the GPUs, ZeRO-2 also the gradients, FSDP (ZeRO-3) also
-    the weights (plus, not counted, one layer's gathered weights at a time).
+    Weights and gradients are fp32 everywhere (4 + 4 bytes/param) and AdamW keeps two fp32 moments
+    (8): bf16 on a GPU is autocast (`myllm.device`), so the weights are their own master copy.
+    - GPU, not FSDP: autocast casts every matmul weight to bf16 once per forward and keeps the copy
+      for backward: "copies" = 2 B/param. DDP's gradient buckets are the gradients themselves
+      (`gradient_as_bucket_view=True` in `parallelize`): nothing more.
+    - FSDP (`fully_shard` per block, weights gathered in bf16 on a GPU, fp32 on a CPU): weights,
+      gradients and moments / gpus; "copies" = the gathered root (the tied embedding, kept from
+      forward to backward) plus two blocks' gathered weights and unsharded gradients at a time (the
+      block computing and the one prefetched).
+    - zero1 / zero2 are ZeRO's layouts for comparison (`myllm pretrain` runs ddp or fsdp): the
+      moments, then also the gradients, sharded over the GPUs.
     """
-    w, g, o = (4, 4, 8) if gpu == "cpu" else (2, 2, 12)
+    n = counts["total"]
+    low = 4 if gpu == "cpu" else 2  # bytes of a gathered or autocast-cast value
     shard = {"ddp": (1, 1, 1), "zero1": (1, 1, gpus), "zero2": (1, gpus, gpus), "fsdp": (gpus, gpus, gpus)}[dist]
-    return {"weights": n * w / shard[0], "grads": n * g / shard[1], "optimizer": n * o / shard[2]}
+    if dist == "fsdp":
+        block = (n - counts[COMPONENTS[0]]) / n_layers
+        copies = low * counts[COMPONENTS[0]] + 2 * 2 * low * block
+    else:
+        copies = 0 if gpu == "cpu" else low * n
+    return {"weights": n * 4 / shard[0], "grads": n * 4 / shard[1], "optimizer": n * 8 / shard[2], "copies": copies}
 
 
 def cpu_peak_flops() -> float:
@@ -143,7 +157,8 @@ def check_plan_flags(tokens: float | None = None, gpus: int = 1, gpu: str = "h10
         if v < 1:
             raise ConfigError(f"{name} = {v} must be at least 1")
     if loss_chunk < 0:  # unlike train.loss_chunk (0 = auto, -1 = off), the plan has no auto: 0 is whole logits
-        raise ConfigError(f"--loss-chunk = {loss_chunk} must be >= 0 (tokens per cross-entropy chunk; 0 = whole logits)")
+        raise ConfigError(f"--loss-chunk = {loss_chunk} must be >= 0 (tokens per cross-entropy chunk; "
+                          "0 = whole logits)")
 
 
 def plan(cfg: ModelConfig, tokens: float | None = None, gpus: int = 1, gpu: str = "h100", dist: str = "ddp",
@@ -168,14 +183,16 @@ def plan(cfg: ModelConfig, tokens: float | None = None, gpus: int = 1, gpu: str 
     seq_bytes = T * act["checkpointed" if checkpointing else "all_layers"] + (0 if loss_chunk else T * act["logits"])
     memory = {}
     for d in DISTS:
-        s = state_bytes(n, gpu, d, gpus)
+        s = state_bytes(counts, L, gpu, d, gpus)
         static = sum(s.values())
         memory[d] = {**s, "activations": micro_batch * T * act["all_layers"],
                      "activations_checkpointed": micro_batch * T * act["checkpointed"],
                      "logits": logits}
         memory[d]["total"] = static + micro_batch * seq_bytes + (logits if loss_chunk else 0)
         memory[d]["max_micro_batch"] = max(0, int((capacity - static - (logits if loss_chunk else 0)) // seq_bytes))
-    kv_bytes = 2 if gpu != "cpu" else 4  # the engine's cache dtype: bf16 on GPU, fp32 on CPU
+    # The KV cache is in the weights' dtype (`myllm.device.inference_dtype`): bf16 on a GPU, fp32 on the CPU.
+    kv_dtype = inference_dtype(torch.device("cpu" if gpu == "cpu" else "cuda"))
+    kv_bytes = kv_dtype.itemsize
     kv_token = 2 * L * cfg.n_kv_heads * cfg.head_dim * kv_bytes
     weights_bf16 = n * WEIGHT_FORMATS["bf16"]
     return {
@@ -193,7 +210,7 @@ def plan(cfg: ModelConfig, tokens: float | None = None, gpus: int = 1, gpu: str 
                    "per_gpu": memory},
         "inference": {
             "weights_bytes": {f: n * b for f, b in WEIGHT_FORMATS.items()},
-            "kv_bytes_per_value": kv_bytes, "kv_cache_bytes_per_token": kv_token,
+            "kv_dtype": dtype_name(kv_dtype), "kv_bytes_per_value": kv_bytes, "kv_cache_bytes_per_token": kv_token,
             "kv_cache_bytes_at_context": kv_token * T,
             "decode_tokens_per_s_at_context": bandwidth / (weights_bf16 + kv_token * T) if bandwidth else None,
             "prefill_flops_at_context": 2 * n * T + 4 * L * cfg.d_model * T * T,
@@ -239,15 +256,17 @@ def format_plan(p: dict) -> str:
     out += ["", f"memory per GPU, micro-batch {t['micro_batch']} x {m['context']:,} tokens "
             f"({'with' if mem['checkpointing'] else 'without'} activation checkpointing; "
             f"{_b(mem['capacity_bytes'])} available):"]
-    cols = ("weights", "grads", "optimizer", "activations", "activations_checkpointed", "logits", "total")
-    heads = ("weights", "grads", "optimizer", "activations", "act. ckpt", "logits", "total", "max batch")
+    cols = ("weights", "grads", "optimizer", "copies", "activations", "activations_checkpointed", "logits", "total")
+    heads = ("weights", "grads", "optimizer", "copies", "activations", "act. ckpt", "logits", "total", "max batch")
     out.append(f"{'dist':<7}" + "".join(f"{h:>13}" for h in heads))
     for d, r in mem["per_gpu"].items():
         mark = " <" if d == mem["dist"] else ""
         out.append(f"{d:<7}" + "".join(f"{_b(r[k]):>13}" for k in cols) + f"{r['max_micro_batch']:>13}{mark}")
     out += [
-        "  weights/grads/optimizer: bf16 weights+grads, fp32 master+2 Adam moments (16 B/param; CPU: fp32, 16 B);",
-        "  zero1 shards the optimizer over GPUs, zero2 also grads, fsdp also weights; activations = tensors saved",
+        "  weights/grads/optimizer: fp32 weights and grads, 2 fp32 AdamW moments (16 B/param; bf16 is autocast);",
+        "  copies: bf16 weights autocast keeps for backward (2 B/param), or under fsdp the gathered embedding and",
+        "  two blocks' weights and grads; zero1 shards the optimizer over GPUs, zero2 also grads, fsdp also",
+        "  weights (ddp and fsdp are what `myllm pretrain` runs); activations = tensors saved",
         "  for backward (see activation_bytes_per_token); logits = fp32 log-probs + 2 gradients of B·T·V",
         "  (with --loss-chunk: of one chunk of tokens at a time, chunked cross-entropy);",
         "  total counts activations or checkpointed ones per the flag; max batch = largest micro-batch that fits",
@@ -257,7 +276,8 @@ def format_plan(p: dict) -> str:
     rows = [
         ("weights", " / ".join(f"{k} {_b(v)}" for k, v in w.items()), "parameters x bytes (fp32/bf16/int8/int4)"),
         ("KV cache / token", _b(inf["kv_cache_bytes_per_token"]),
-         f"2 (K,V) x L x kv_heads x head_dim x {inf['kv_bytes_per_value']} B (GQA shares KV heads)"),
+         f"2 (K,V) x L x kv_heads x head_dim x {inf['kv_bytes_per_value']} B ({inf['kv_dtype']}, the inference "
+         "dtype on this target; GQA shares KV heads)"),
         ("KV cache @ context", _b(inf["kv_cache_bytes_at_context"]), "per sequence at the full context"),
         ("decode tok/s", f"<= {dec:,.0f}" if dec else "n/a", "HBM bandwidth / (bf16 weights + full KV cache), "
          "batch 1"),

@@ -164,15 +164,36 @@ def _model_path(a: argparse.Namespace, run: RunDir, stage: str | None, default_s
     return run.model_checkpoint()
 
 
-def _load(a: argparse.Namespace, run: RunDir, path: Path):
-    """The model at `path` (a checkpoint, or the file `myllm quantize` wrote), checked to fit the run."""
-    if not getattr(a, "quantized", None):
-        return run.load_model(path)
-    from myllm.infer.quant import load_quantized
+def _load(a: argparse.Namespace, run: RunDir, path: Path, device, file=None):
+    """The model at `path` (a checkpoint, or the file `myllm quantize` wrote), checked to fit the run,
+    loaded on the CPU (as the files are stored), then placed on `device` in its inference dtype; says
+    so once on `file` (stderr for `generate`, whose stdout is the text).
 
-    model = load_quantized(path)
-    run.check_model_fits(model.cfg.vocab_size, path)
+    A quantized model is placed the same way: its int8/int4 weights stay integers on the device and
+    only its compute dtype changes (`_Quantized._apply`), and `dequantize` is plain tensor arithmetic
+    that runs on CUDA in bf16 as well as on the CPU in fp32, so it needs no fp32 exception."""
+    from myllm.device import describe, inference_dtype, place_model
+
+    if not getattr(a, "quantized", None):
+        model = run.load_model(path)
+    else:
+        from myllm.infer.quant import load_quantized
+
+        model = load_quantized(path)
+        run.check_model_fits(model.cfg.vocab_size, path)
+    dtype = inference_dtype(device)
+    model = place_model(model, device, dtype)
+    weights = f" (int{a.quantized} weights, dequantized per layer)" if getattr(a, "quantized", None) else ""
+    print(f"device: {describe(device, dtype)}{weights}", file=file or sys.stdout, flush=True)
     return model
+
+
+def _device(a: argparse.Namespace):
+    """`--device`, resolved against this machine before anything is read or loaded: a bad name, or
+    cuda on a machine without one, is one line naming the flag."""
+    from myllm.device import resolve_device
+
+    return resolve_device(a.device, "--device")
 
 
 def _check_sampling_flags(a: argparse.Namespace) -> None:
@@ -210,11 +231,12 @@ def cmd_chat(a: argparse.Namespace) -> int:
     from myllm.infer.chat_repl import ChatSession, repl
 
     _check_sampling_flags(a)
+    device = _device(a)
     out = RunDir(a.run).require()
     tok = out.tokenizer()
     params = _sampling(a, out, tok)  # a bad flag or [sample] value stops before the model loads
     path = _model_path(a, out, a.stage, None)
-    model = _load(a, out, path)
+    model = _load(a, out, path, device)
     print(f"model: {path}")
     if a.compile:
         print(COMPILING_NOTE)
@@ -227,10 +249,11 @@ def cmd_generate(a: argparse.Namespace) -> int:
     from myllm.infer.text import TextStream, stream_text
 
     _check_sampling_flags(a)  # --beams 0 was silently plain sampling
+    device = _device(a)
     out = RunDir(a.run).require()
     tok = out.tokenizer()
     params = _sampling(a, out, tok)
-    model = _load(a, out, _model_path(a, out, None, "pretrain"))
+    model = _load(a, out, _model_path(a, out, None, "pretrain"), device, sys.stderr)  # stdout is the text
     prompt = [tok.bos_id] + tok.encode(a.prompt)
     sys.stdout.write(a.prompt)
     if a.beams is not None:  # the best beam, printed whole (beams are only ranked at the end)
@@ -252,11 +275,19 @@ def cmd_generate(a: argparse.Namespace) -> int:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
+    from myllm.device import autocast_dtype, describe, resolve_device
     from myllm.evals.summary import evaluate_run, format_summary
     from myllm.run import run_stage
 
     out = RunDir(a.run)
-    cfg = out.config(a.overrides)
+    extra = []
+    if a.device is not None:
+        resolve_device(a.device, "--device")  # a bad value is named as the flag, before the run is read
+        extra.append(f"train.device={a.device}")
+    cfg = out.config(extra + a.overrides)  # --set train.device=... after it wins, as --set does everywhere
+    # Evaluation reads cfg.train.device: fp32 weights under the training-side autocast (bf16 on CUDA).
+    device = resolve_device(cfg.train.device)
+    print(f"device: {describe(device, autocast_dtype(device, cfg.train.precision))}", flush=True)
     summary = run_stage(out, "evaluate", cfg, lambda: evaluate_run(out, cfg))
     print(format_summary(summary))
     return 0
@@ -277,8 +308,9 @@ def cmd_serve(a: argparse.Namespace) -> int:
     if a.threads is not None and not 0 <= a.threads <= 4 * (os.cpu_count() or 1):
         raise MyLLMError(f"--threads must be from 0 (torch's default) to {4 * (os.cpu_count() or 1)} "
                          f"(4 per core here), got {a.threads}")
+    device = _device(a)
     serve(Path(a.run_dir), stage=a.stage, host=a.host, port=a.port, api_key=a.api_key, max_batch=a.max_batch,
-          threads=a.threads, max_body_mb=a.max_body_mb, request_timeout=a.request_timeout)
+          threads=a.threads, max_body_mb=a.max_body_mb, request_timeout=a.request_timeout, device=device)
     return 0
 
 
@@ -301,14 +333,19 @@ def cmd_export_gguf(a: argparse.Namespace) -> int:
 
 
 def cmd_quantize(a: argparse.Namespace) -> int:
+    from myllm.device import describe, inference_dtype
     from myllm.export.quantize import quantize_run
 
-    r = quantize_run(RunDir(a.run_dir), a.bits, a.group_size, a.stage, evaluate=not a.no_eval)
+    device = _device(a)
+    if not a.no_eval:  # only the val bpb comparison runs a model; the quantizing itself is CPU fp32
+        print(f"device: {describe(device, inference_dtype(device))}", flush=True)
+    r = quantize_run(RunDir(a.run_dir), a.bits, a.group_size, a.stage, evaluate=not a.no_eval, device=device)
     group = f", group size {r['group_size']}" if r["group_size"] else ""
     print(f"int{r['bits']}{group}: {r['path']}: {r['bytes']:,} bytes vs fp32 {r['fp32_bytes']:,} "
           f"({r['size_ratio']:.3f}x)")
-    if "bpb_ratio" in r:
-        print(f"val bpb: {r['quantized_val_bpb']:.5f} vs fp32 {r['fp32_val_bpb']:.5f} ({r['bpb_ratio'] - 1:+.2%})")
+    if "bpb_ratio" in r:  # the unquantized model ran in the same dtype as the quantized one (fp32, bf16 on CUDA)
+        print(f"val bpb: {r['quantized_val_bpb']:.5f} vs unquantized {r['eval_dtype']} {r['fp32_val_bpb']:.5f} "
+              f"({r['bpb_ratio'] - 1:+.2%})")
     return 0
 
 

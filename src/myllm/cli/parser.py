@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 
 from myllm.config import PostTrainConfig, SampleConfig, TrainConfig
+from myllm.config.schema import DEVICE_CHOICES  # not myllm.device: the parser imports no torch
 from myllm.rundir import MODEL_STAGES
 
 # config key -> help (None: the key's name says it)
@@ -55,6 +56,13 @@ def _add_stage(p: argparse.ArgumentParser, help_text: str = "whose model (defaul
     p.add_argument("--stage", choices=MODEL_STAGES, help=help_text)
 
 
+def _add_device(p: argparse.ArgumentParser, default: str | None = "auto", help_text: str = "") -> None:
+    """`--device`, checked by `myllm.device.resolve_device` (so a bad value is one line naming the flag,
+    not argparse's list of choices, which could not spell cuda:N anyway)."""
+    p.add_argument("--device", default=default, metavar="DEVICE",
+                   help=help_text or f"{DEVICE_CHOICES} (default auto: CUDA when present, in bf16; CPU in fp32)")
+
+
 def _add_sampling(p: argparse.ArgumentParser) -> None:
     add_config_flags(p, SampleConfig, SAMPLE_FLAGS)
     p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages tokens already seen")
@@ -65,6 +73,7 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
                    help="compile the one-token decode step (torch.compile): tens of seconds once, then several "
                         "times faster per token (see bench/inference.py)")
     p.add_argument("--quantized", type=int, choices=[8, 4], help="use the model saved by `myllm quantize --bits N`")
+    _add_device(p)
 
 
 def _add_run(sub, c) -> None:
@@ -127,6 +136,9 @@ def _add_training(sub, c) -> None:
 def _add_results(sub, c) -> None:
     p = sub.add_parser("eval", help="bits per byte, knowledge probes and samples for a run")
     p.add_argument("--run", type=path_text, required=True)
+    # No default of its own: unset, the run's train.device decides (auto unless the run set it).
+    _add_device(p, None, f"{DEVICE_CHOICES}: the same as --set train.device=DEVICE (default: the run's "
+                         "train.device, auto unless set)")
     _add_set(p)
     p.set_defaults(func=c.cmd_eval)
     p = sub.add_parser("report", help="(re)write a run's report card: report.md and plots/*.png")
@@ -164,6 +176,7 @@ def _add_inference(sub, c) -> None:
                    help="largest request body in MB (default 2); a larger one gets HTTP 413 before it is parsed")
     p.add_argument("--request-timeout", type=float, default=30.0,
                    help="seconds a client has to send its request headers, then its body (default 30); HTTP 408")
+    _add_device(p)
     p.set_defaults(func=c.cmd_serve)
 
 
@@ -188,6 +201,8 @@ def _add_exports(sub, c) -> None:
     p.add_argument("--group-size", type=int, help="int4: weights per scale (default quant.group_size, 64)")
     _add_stage(p, "default: the run's final model")
     p.add_argument("--no-eval", action="store_true", help="skip the val bits-per-byte comparison")
+    _add_device(p, help_text=f"where the val bpb comparison runs: {DEVICE_CHOICES} (default auto); the file "
+                             "written is the same on any device (quantized from the fp32 weights on the CPU)")
     p.set_defaults(func=c.cmd_quantize)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,14 @@ from myllm.config.post import (  # noqa: F401
     parse_targets,
 )
 from myllm.errors import ConfigError
+
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def valid_device_name(name: str) -> bool:
+    """auto | cpu | cuda | cuda:N (checked against the machine by `myllm.device.resolve_device`)."""
+    return isinstance(name, str) and re.fullmatch(r"auto|cpu|cuda(:\d{1,3})?", name) is not None
 
 INF = float("inf")
 # Far above any rate that trains (AdamW 1e-4..1e-2, Muon ~0.02); past float32's range the optimizer cannot even
@@ -204,7 +213,8 @@ class TrainConfig:
     ckpt_every: int = 500
     keep_last: int = 2
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32 (see myllm.device)
     compile: str = "auto"  # auto (on for CUDA, off for CPU) | true | false
     threads: int = 0  # CPU threads; 0 = torch's default
     # Scale (see myllm.train.distributed): how the step is spread over ranks, and its safety switches.
@@ -225,8 +235,10 @@ class TrainConfig:
             raise ConfigError(f"train.lr = {self.lr} must be > 0 and at most {MAX_LR:g}, train.min_lr_ratio in [0, 1]")
         if not all(0 <= getattr(self, k) < INF for k in NON_NEGATIVE):
             raise ConfigError(f"train.{', train.'.join(NON_NEGATIVE)} must be finite numbers >= 0")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"train.device = {self.device!r}; choose auto, cpu or cuda")
+        if not valid_device_name(self.device):
+            raise ConfigError(f"train.device = {self.device!r}; choose {DEVICE_CHOICES}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"train.precision = {self.precision!r}; choose {', '.join(PRECISIONS)}")
         self.compile = str(self.compile).lower()
         if self.compile not in ("auto", "true", "false"):
             raise ConfigError(f"train.compile = {self.compile!r}; choose auto, true or false")

@@ -31,8 +31,10 @@ class TrainBatches:
         seed: int,
         rank: int = 0,
         world_size: int = 1,
+        pin_memory: bool = False,
     ):
         self.reader, self.batch_size, self.seq_len = reader, batch_size, seq_len
+        self.pin_memory = pin_memory  # for CUDA: page-locked, so the copy to the GPU is truly non-blocking
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.n_windows = (len(reader) - 1) // seq_len
         self.per_rank = self.n_windows // world_size
@@ -62,6 +64,8 @@ class TrainBatches:
             rows.append(self.reader.slice(start, start + self.seq_len + 1).astype(np.int64))
             self.pos += 1
         tokens = torch.from_numpy(np.stack(rows))
+        if self.pin_memory:
+            tokens = tokens.pin_memory()
         return tokens[:, :-1], tokens[:, 1:]
 
     def state_dict(self) -> dict:
@@ -98,11 +102,11 @@ class PhasedBatches:
     """
 
     def __init__(self, phases: list[tuple[ShardReader, int]], batch_size: int, seq_len: int, seed: int,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, pin_memory: bool = False):
         if not phases:
             raise MyLLMError("train.phases names no phase; give SHARDS_DIR:TOKENS,... or leave it empty")
         self.budgets = [budget for _, budget in phases]
-        self.loaders = [TrainBatches(reader, batch_size, seq_len, seed + i, rank, world_size)
+        self.loaders = [TrainBatches(reader, batch_size, seq_len, seed + i, rank, world_size, pin_memory)
                         for i, (reader, _) in enumerate(phases)]
         self.world_size, self.phase, self.spent = world_size, 0, 0
 

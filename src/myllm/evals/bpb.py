@@ -19,6 +19,8 @@ import torch
 
 from myllm.data.loader import eval_batches
 from myllm.data.shards import ShardReader
+from myllm.device import autocast
+from myllm.losses import loss_chunk_for
 
 
 @torch.no_grad()
@@ -30,8 +32,9 @@ def evaluate_bpb(
     seq_len: int,
     max_tokens: int | None = None,
     device: torch.device | str = "cpu",
-    autocast_dtype: torch.dtype | None = None,
+    precision: str = "auto",
     stride: int | None = None,
+    loss_chunk: int = 0,
 ) -> dict[str, float | None]:
     """Mean loss (nats/token) and bpb over the split, or over its first `max_tokens` tokens
     (both None when no target token was scored: an empty split or `max_tokens = 0`).
@@ -45,14 +48,15 @@ def evaluate_bpb(
     """
     was_training = model.training
     model.eval()
-    total_nats, total_tokens = 0.0, 0
+    device = torch.device(device)
+    total_nats, total_tokens = torch.zeros((), dtype=torch.float64, device=device), 0
     for x, y in eval_batches(reader, batch_size, seq_len, max_tokens, stride or max(seq_len // 2, 1)):
+        total_tokens += int((y != -100).sum())  # counted on the host, before the copy
         x, y = x.to(device), y.to(device)
-        with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype,
-                            enabled=autocast_dtype is not None):
-            total_nats += model(x, y, reduction="sum").item()
-        total_tokens += int((y != -100).sum())
+        with autocast(device, precision):
+            total_nats += model(x, y, reduction="sum", loss_chunk=loss_chunk).double()
     model.train(was_training)
+    total_nats = total_nats.item()
     if total_tokens == 0:
         return {"loss": None, "bpb": None, "tokens": 0}
     all_targets = max(len(reader) - 1, 1)
@@ -80,12 +84,10 @@ def run_bpb(run, model: torch.nn.Module, cfg, split: str = "val", device: torch.
     """Loss and bpb of `model` on a split of a run's shards (`run` a RunDir, `cfg` its RunConfig),
     at the run's batch size and context; None when nothing was measured (under two tokens in the
     split, or `max_tokens = 0`)."""
-    from myllm.device import autocast_dtype
-
     if split_tokens(run, split) < 2:
         return None
     run.check_shards()
     info = run.index()["splits"][split]
     result = evaluate_bpb(model, ShardReader(run.shards, split), info["bytes"], cfg.train.batch_size, cfg.seq_len,
-                          max_tokens, device, autocast_dtype(torch.device(device)))
+                          max_tokens, device, cfg.train.precision, loss_chunk=loss_chunk_for(cfg))
     return None if result["bpb"] is None else result

@@ -124,7 +124,7 @@ def export_gguf(run_dir: RunDir | str | Path, out: str | Path, kind: str = "f16"
     check_out(out)
     run.require_tokenizer()
     ckpt = run.model_checkpoint(stage)
-    model = run.load_model(ckpt)
+    model = run.load_model(ckpt)  # no --device: fp32 CPU weights, so the same file whatever device trained
     cfg = model.cfg
     if kind in ("q8_0", "q4_0") and (cfg.d_model % 32 or cfg.d_ff % 32):
         raise MyLLMError(f"--type {kind} needs model.d_model and model.d_ff divisible by 32 (llama.cpp's block "

@@ -121,6 +121,8 @@ def export_hf(run_dir: RunDir | str | Path, out: str | Path, stage: str | None =
     check_out(out)
     run.require_tokenizer()
     ckpt = run.model_checkpoint(stage)
+    # No --device: the files are the checkpoint's fp32 weights read on the CPU, so an export is the same bytes
+    # whatever device trained the run or is present now (tests/test_device_inference.py).
     model = run.load_model(ckpt)  # LoRA adapters are merged here
     sample = load_run_config(run.config_file).sample if run.config_file.is_file() else SampleConfig()
     weights = {f"model.{k}": v.detach().float().contiguous() for k, v in model.state_dict().items()}

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
+from myllm.device import dtype_name, inference_dtype, place_model, resolve_device
 from myllm.evals.bpb import run_bpb
 from myllm.infer.quant import load_quantized, quantize_model, save_quantized
 from myllm.io import remove_leftovers
@@ -17,8 +20,13 @@ from myllm.train.checkpoint import load_model
 
 
 def quantize_run(run_dir: RunDir | str | Path, bits: int, group_size: int | None = None, stage: str | None = None,
-                 evaluate: bool = True) -> dict:
-    """Quantize the run's final model (or `stage`'s), save it in the run, and measure it."""
+                 evaluate: bool = True, device: str | torch.device = "auto") -> dict:
+    """Quantize the run's final model (or `stage`'s), save it in the run, and measure it on `device`.
+
+    The file is quantized from the checkpoint's fp32 weights on the CPU whatever `device` is, so it is
+    the same bytes on any machine; only the val bpb comparison runs on `device`, both models in its
+    inference dtype (bf16 on CUDA, fp32 on CPU), so the ratio measures the quantization alone."""
+    device = device if isinstance(device, torch.device) else resolve_device(device, "--device")
     run = RunDir.of(run_dir)
     cfg = run.config([f"quant.bits={bits}"] + ([f"quant.group_size={group_size}"] if group_size is not None else []))
     run.require_tokenizer()
@@ -32,8 +40,11 @@ def quantize_run(run_dir: RunDir | str | Path, bits: int, group_size: int | None
               "checkpoint": str(ckpt), "fp32_bytes": fp32_bytes, "bytes": out.stat().st_size}
     result["size_ratio"] = result["bytes"] / fp32_bytes
     if evaluate:
+        dtype = inference_dtype(device)
+        result["eval_device"], result["eval_dtype"] = str(device), dtype_name(dtype)
+        # "fp32" names the unquantized model (the keys predate --device); on CUDA it runs in bf16 too.
         for name, m in (("fp32", model), ("quantized", load_quantized(out))):
-            if (r := run_bpb(run, m, cfg, "val")) is None:
+            if (r := run_bpb(run, place_model(m, device, dtype), cfg, "val", device)) is None:
                 break  # no val split to measure on
             result[f"{name}_val_bpb"] = r["bpb"]
         else:

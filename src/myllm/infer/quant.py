@@ -142,7 +142,9 @@ def save_quantized(model: nn.Module, path: str | Path, source: str = "") -> Path
     if not quantized:
         raise MyLLMError("the model has no quantized layers; call quantize_model first")
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    meta = {"format": "pt", "myllm_quant": json.dumps({
+    # One metadata key: safetensors keeps the metadata in a Rust HashMap whose order changes from call to
+    # call, so a second key ("format") made the same model two different files (myllm reads only this one).
+    meta = {"myllm_quant": json.dumps({
         "bits": quantized[0].bits, "group_size": quantized[0].group_size, "source": source,
         "model_config": {k: getattr(model.cfg, k) for k in model.cfg.__dataclass_fields__},
     })}

@@ -12,6 +12,9 @@ import math
 import socket
 from pathlib import Path
 
+import torch
+
+from myllm.device import describe, place_model, resolve_device
 from myllm.errors import MyLLMError
 from myllm.model import Transformer
 from myllm.rundir import RunDir
@@ -19,10 +22,17 @@ from myllm.serve.limits import DEFAULT_MAX_BODY_MB, DEFAULT_REQUEST_TIMEOUT, pro
 from myllm.tokenizer import Tokenizer
 
 
-def load_for_serving(run_dir: RunDir | Path, stage: str | None = None,
-                     checkpoint: Path | None = None) -> tuple[Transformer, Tokenizer, Path]:
-    """The model (final checkpoint, or the latest of `stage`), the tokenizer, and the checkpoint path."""
+def serving_device(device: str | torch.device) -> torch.device:
+    """`--device` (auto | cpu | cuda | cuda:N) as a torch device; one already resolved passes through."""
+    return device if isinstance(device, torch.device) else resolve_device(device, "--device")
 
+
+def load_for_serving(run_dir: RunDir | Path, stage: str | None = None, checkpoint: Path | None = None,
+                     device: str | torch.device = "auto") -> tuple[Transformer, Tokenizer, Path]:
+    """The model (final checkpoint, or the latest of `stage`) on `device` in its inference dtype
+    (`myllm.device.place_model`: bf16 on CUDA, fp32 on CPU), the tokenizer, and the checkpoint path."""
+
+    device = serving_device(device)  # a bad --device stops before anything is read
     run = RunDir.of(run_dir)
     if not run.root.is_dir():
         raise MyLLMError(f"run directory {run} does not exist; train one with `myllm run --out {run}`")
@@ -38,7 +48,9 @@ def load_for_serving(run_dir: RunDir | Path, stage: str | None = None,
     except Exception as e:  # a corrupt or foreign model.safetensors: say which file, not a traceback
         raise MyLLMError(f"cannot load {path / 'model.safetensors'} ({type(e).__name__}: {e}); "
                          "it must be a safetensors file written by myllm") from None
-    return model, Tokenizer.load(tok_path), path
+    # Loaded on the CPU (as stored), then moved: the engine allocates its KV cache on the weights'
+    # device and dtype, so placing the model places everything the server computes.
+    return place_model(model, device), Tokenizer.load(tok_path), path
 
 
 def tcp_socket(family: int = socket.AF_INET, proto: int = socket.IPPROTO_TCP) -> socket.socket:
@@ -89,31 +101,32 @@ def bind(host: str, port: int) -> socket.socket:
 def serve(run_dir: Path, stage: str | None = None, host: str = "127.0.0.1", port: int = 8000,
           api_key: str | None = None, max_batch: int = 32, threads: int = 0,
           sock: socket.socket | None = None, max_body_mb: float = DEFAULT_MAX_BODY_MB,
-          request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
-    """Run the server until interrupted (blocking).
+          request_timeout: float = DEFAULT_REQUEST_TIMEOUT, device: str | torch.device = "auto") -> None:
+    """Run the server until interrupted (blocking), on `device` (`load_for_serving`).
 
     A bad --port or --host, or a port in use, is one line (`bind`), not uvicorn's traceback.
     `threads` > 0 sets PyTorch's intra-op threads. One decode step of a small model is too little
     work to split: on the 2-core development machine, shared with other jobs, the 1M-parameter
     default model took 12 ms per 32-sequence step with 1 thread and 60-300 ms with 2.
     """
-    import torch
     import uvicorn
 
     from myllm.serve.app import create_app
 
     check_flags(port, max_body_mb, request_timeout, api_key)
+    device = serving_device(device)
     if threads > 0:
         torch.set_num_threads(threads)
-    model, tok, path = load_for_serving(run_dir, stage)
+    model, tok, path = load_for_serving(run_dir, stage, device=device)
     own = sock is None
     sock = bind(host, port) if own else sock
     try:
         app = create_app(model, tok, Path(run_dir).resolve().name, api_key=api_key, max_batch=max_batch,
                          max_body_mb=max_body_mb, request_timeout=request_timeout)
         where = f"http://{host}:{sock.getsockname()[1]}" if own else "the given socket"
-        print(f"serving {path} as '{Path(run_dir).resolve().name}' at {where} (chat page at /, API at /v1)",
-              flush=True)
+        weights = model.embed_tokens.weight
+        print(f"serving {path} as '{Path(run_dir).resolve().name}' at {where} (chat page at /, API at /v1); "
+              f"device: {describe(weights.device, weights.dtype)}", flush=True)
         config = uvicorn.Config(app, log_level="warning", http=protocol_with_timeout(request_timeout))
         uvicorn.Server(config).run(sockets=[sock])
     finally:

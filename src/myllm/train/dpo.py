@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from myllm.chat import as_messages, prompt_ids, read_jsonl
 from myllm.config import RunConfig
+from myllm.device import autocast
 from myllm.errors import MyLLMError
 from myllm.tokenizer import Tokenizer
 from myllm.train.loop import TrainResult
@@ -93,12 +94,16 @@ def pair_tensors(pairs: list[dict[str, Any]], pad_id: int) -> tuple[torch.Tensor
 
 
 @torch.no_grad()
-def add_reference_logprobs(model: torch.nn.Module, pairs: list[dict], pad_id: int, device, batch: int = 64) -> None:
+def add_reference_logprobs(model: torch.nn.Module, pairs: list[dict], pad_id: int, device, precision: str = "auto",
+                           batch: int = 64) -> None:
+    """The start model's log-probabilities, under the same autocast as the policy's in training (`precision`):
+    in bf16 the policy would otherwise differ from its own reference at step 0, and the margin not be 0."""
     model.eval()
     for i in range(0, len(pairs), batch):
         chunk = pairs[i : i + batch]
         ids, mask = pair_tensors(chunk, pad_id)
-        logp = sequence_logprobs(model, ids.to(device), mask.to(device)).sum(-1).cpu()
+        with autocast(torch.device(device), precision):
+            logp = sequence_logprobs(model, ids.to(device), mask.to(device)).sum(-1).float().cpu()
         for k, p in enumerate(chunk):
             p["ref_chosen"], p["ref_rejected"] = float(logp[k]), float(logp[len(chunk) + k])
     model.train()
@@ -126,15 +131,16 @@ def dpo_loss(model: torch.nn.Module, batch: list[dict], beta: float, pad_id: int
     rewards = beta * (logp - ref)
     margin = rewards[:n] - rewards[n:]
     loss = -F.logsigmoid(margin).mean()
-    return loss, {"reward_chosen": rewards[:n].mean().item(), "reward_rejected": rewards[n:].mean().item(),
-                  "reward_margin": margin.mean().item(), "pref_accuracy": (margin > 0).float().mean().item()}
+    # Tensors, read back by the loop with the loss in one sync per step.
+    return loss, {"reward_chosen": rewards[:n].mean().detach(), "reward_rejected": rewards[n:].mean().detach(),
+                  "reward_margin": margin.mean().detach(), "pref_accuracy": (margin > 0).float().mean()}
 
 
 def dpo(run_dir: Path, cfg: RunConfig, data: str | None = None, restart: bool = False,
         show_progress: bool = True, log=print) -> TrainResult:
     def make(model, tok, path, device):
         pairs = load_pairs(path, tok, cfg.seq_len, log)
-        add_reference_logprobs(model, pairs, tok.pad_id, device)  # the start model is the reference
+        add_reference_logprobs(model, pairs, tok.pad_id, device, cfg.train.precision)  # the start model
         batches = PairBatches(pairs, cfg.dpo.batch_size, cfg.dpo.seed)
         loss = lambda m, b: dpo_loss(m, b, cfg.dpo.beta, tok.pad_id, device)  # noqa: E731
         return batches, loss, lambda b: sum(len(p["chosen"]) + len(p["rejected"]) for p in b)

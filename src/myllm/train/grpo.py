@@ -35,6 +35,7 @@ import torch
 
 from myllm.chat import as_messages, prompt_ids, read_jsonl, stop_ids
 from myllm.config import GRPOConfig, RunConfig
+from myllm.device import autocast
 from myllm.errors import MyLLMError
 from myllm.evals.verifiers import get_verifier
 from myllm.infer.engine import SamplingParams, generate_many
@@ -83,9 +84,10 @@ def load_prompts(path: Path, tok: Tokenizer, max_prompt: int, log=print) -> list
 class Rollouts:
     """Each batch is a fresh rollout: sampled groups, rewards, advantages, and reference log-probs."""
 
-    def __init__(self, policy, reference, tok: Tokenizer, prompts: list[dict], cfg: GRPOConfig, device, log=print):
+    def __init__(self, policy, reference, tok: Tokenizer, prompts: list[dict], cfg: GRPOConfig, device, log=print,
+                 precision: str = "auto"):
         self.policy, self.reference, self.tok, self.prompts, self.cfg = policy, reference, tok, prompts, cfg
-        self.device, self.log = device, log
+        self.device, self.log, self.precision = device, log, precision
         self.order = Shuffled(len(prompts), cfg.seed)
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
         self.params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
@@ -109,7 +111,8 @@ class Rollouts:
         stops = set(self.params.stop_ids)
         chosen = [self.prompts[i] for i in self.order.take(self.cfg.batch_size * self.cfg.oversample)]
         G = self.cfg.group_size
-        # All groups of the step decode together (prompts of equal length share a batch).
+        # All groups of the step decode together (prompts of equal length share a batch), on the training
+        # device, eagerly (post-training stages never compile: their shapes change every step).
         replies = generate_many(self.policy, [p["ids"] for p in chosen for _ in range(G)], self.params,
                                 batch_size=256, generator=self.generator)
         groups = []
@@ -135,8 +138,11 @@ class Rollouts:
         for k, (row, s) in enumerate(zip(rows, starts)):
             mask[k, s : len(row)] = 1.0
         ids, mask = ids.to(self.device), mask.to(self.device)
-        old = sequence_logprobs(self.policy, ids, mask)
-        ref = sequence_logprobs(self.reference, ids, mask)
+        # Under the policy's own autocast (train.precision), on the same batch as the update: at the
+        # first update the ratio is exactly 1 and the KL exactly 0, in bf16 as in fp32.
+        with autocast(self.device, self.precision):
+            old = sequence_logprobs(self.policy, ids, mask)
+            ref = sequence_logprobs(self.reference, ids, mask)
         self.policy.train()
         return {"ids": ids, "mask": mask, "old": old, "ref": ref,
                 "advantages": torch.tensor(advantages, device=self.device),
@@ -165,7 +171,7 @@ def grpo_loss(model: torch.nn.Module, batch: dict[str, Any], cfg: GRPOConfig) ->
     kl = torch.exp(delta) - delta - 1
     tokens = mask.sum().clamp(min=1)
     loss = -((surrogate - cfg.kl_coef * kl) * mask).sum() / tokens
-    return loss, {**batch["stats"], "kl": ((kl * mask).sum() / tokens).item()}
+    return loss, {**batch["stats"], "kl": ((kl * mask).sum() / tokens).detach()}
 
 
 def grpo(run_dir: Path, cfg: RunConfig, data: str | None = None, restart: bool = False,
@@ -173,7 +179,7 @@ def grpo(run_dir: Path, cfg: RunConfig, data: str | None = None, restart: bool =
     def make(model, tok, path, device):
         prompts = load_prompts(path, tok, model.cfg.context - cfg.grpo.max_new_tokens, log)
         reference = copy.deepcopy(model).eval().requires_grad_(False)  # frozen: the KL anchor
-        batches = Rollouts(model, reference, tok, prompts, cfg.grpo, device, log)
+        batches = Rollouts(model, reference, tok, prompts, cfg.grpo, device, log, cfg.train.precision)
         return batches, lambda m, b: grpo_loss(m, b, cfg.grpo), lambda b: int(b["mask"].sum())
 
     return run_post_stage(run_dir, cfg, "grpo", make, data, restart, show_progress, log, check_file)

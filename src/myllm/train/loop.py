@@ -1,8 +1,9 @@
 """The one training loop every stage shares (pretraining now; SFT/DPO/GRPO supply their own
 batches and loss to the same loop).
 
-Per optimizer step: `grad_accum` micro-batches (bf16 autocast on CUDA, fp32 on CPU), gradient
-clipping, AdamW, the scheduled learning rate. Every `eval_every` steps an evaluation; every
+Per optimizer step: `grad_accum` micro-batches (under `train.precision`'s autocast: bf16 on CUDA,
+fp32 on CPU), gradient clipping, AdamW, the scheduled learning rate; loss, gradient norm and stage
+metrics are kept on the device and read back in one sync per step. Every `eval_every` steps an evaluation; every
 `ckpt_every` steps (and at the end) an atomic checkpoint with the data position and RNG, so
 `resume=True` continues exactly where the last checkpoint left off. One JSON line per logged
 step goes to `metrics.jsonl`; a progress bar shows loss, tok/s and ETA.
@@ -33,7 +34,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from myllm.config import TrainConfig
-from myllm.device import attention_kernels, autocast_dtype
+from myllm.device import attention_kernels, autocast
 from myllm.errors import MyLLMError
 from myllm.rundir import RunDir
 from myllm.train.checkpoint import load_training_state, save_checkpoint
@@ -42,10 +43,10 @@ from myllm.train.distributed import (
     all_max,
     all_mean,
     barrier,
+    full_value,
     grad_sync,
     is_peer_failure,
     parallelize,
-    total_norm,
 )
 from myllm.train.optim import lr_at, make_optimizer
 from myllm.train.sharded import load_sharded, save_sharded
@@ -193,22 +194,27 @@ def run_step(
     lr = lr_at(state.step, state.progress(cfg), cfg)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    loss_sum, step_tokens, extras = 0.0, 0, {}
-    amp = autocast_dtype(device)
+    # The loss and stage metrics stay on the device; the step's numbers reach the host in one sync.
+    loss_sum, step_tokens, extras = torch.zeros((), device=device), 0, {}
     for micro in range(job.accum):
         batch = batches.next_batch()
         with grad_sync(forward, ctx, micro == job.accum - 1):
-            with torch.autocast(device_type=device.type, dtype=amp, enabled=amp is not None), attention_kernels(device):
+            with autocast(device, cfg.precision), attention_kernels(device):
                 out = loss_fn(forward, batch)
             loss, more = out if isinstance(out, tuple) else (out, {})
             (loss / job.accum).backward()
-        loss_sum += loss.item()
+        loss_sum += loss.detach().float()
         step_tokens += tokens_in(batch)
         for k, v in more.items():
-            extras[k] = extras.get(k, 0.0) + float(v) / job.accum
-    loss_value = all_mean(loss_sum / job.accum, ctx, device)
+            extras[k] = extras.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else float(v)) / job.accum
+    loss_mean = all_mean(loss_sum / job.accum, ctx, device)
     step_tokens *= ctx.world_size
-    grad_norm = total_norm(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+    norm = full_value(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+    names = list(extras)
+    loss_value, grad_norm, *values = torch.stack(
+        [loss_mean.double(), norm.double(), *(torch.as_tensor(extras[k], dtype=torch.float64, device=device)
+                                              for k in names)]).tolist()
+    extras = dict(zip(names, values))
     bad = not (math.isfinite(loss_value) and math.isfinite(grad_norm))
     if bad:
         optimizer.zero_grad(set_to_none=True)  # skip the update; the batch is spent

@@ -20,26 +20,18 @@ from myllm.data.shards import ShardReader
 from myllm.device import resolve_device
 from myllm.errors import MyLLMError
 from myllm.evals.bpb import no_data_warning, run_bpb, split_tokens
+from myllm.losses import AUTO_LOSS_CHUNK, LARGE_VOCAB, loss_chunk_for  # noqa: F401 (bench/)
 from myllm.model import Transformer
 from myllm.rundir import RunDir, resume_fingerprint
 from myllm.train.distributed import barrier, batch_plan, init_distributed, local_device, shutdown
 from myllm.train.loop import TrainResult, train
 from myllm.train.optim import check_optimizer, config_rejections
 
-AUTO_LOSS_CHUNK = 4096  # tokens per cross-entropy chunk when the vocabulary is large
-LARGE_VOCAB = 32768
-
 
 def check_restart_flags(resume: bool, restart: bool) -> None:
     if resume and restart:
         raise MyLLMError("--resume and --restart contradict each other (continue the checkpoints, or delete "
                          "them and start over): pick one")
-
-
-def loss_chunk(cfg: RunConfig) -> int:
-    if cfg.train.loss_chunk:
-        return max(cfg.train.loss_chunk, 0)
-    return AUTO_LOSS_CHUNK if cfg.model.vocab_size >= LARGE_VOCAB else 0
 
 
 def pretrain(
@@ -79,11 +71,12 @@ def pretrain(
         with config_rejections():
             model = Transformer(cfg.model).to(device)
         check_optimizer(model, cfg.train, device)
-        batches = make_batches(run, cfg, phases, seq_len, ctx.rank, ctx.world_size)  # opens and checks the shards
+        # opens and checks the shards; pinned host memory on CUDA
+        batches = make_batches(run, cfg, phases, seq_len, ctx.rank, ctx.world_size, device.type == "cuda")
         if restart and ctx.is_main:  # validate (model, optimizer, data), then delete
             shutil.rmtree(run.checkpoints("pretrain"), ignore_errors=True)
         barrier(ctx)
-        chunk = loss_chunk(cfg)
+        chunk = loss_chunk_for(cfg)
 
         if ctx.is_main and split_tokens(run, "val") < 2:  # said once, not at every evaluation
             print(f"pretrain: {no_data_warning('val')}", flush=True)
@@ -106,10 +99,10 @@ def pretrain(
 
 
 def make_batches(run: RunDir, cfg: RunConfig, phases: list[tuple[str, int]], seq_len: int, rank: int,
-                 world_size: int) -> TrainBatches | PhasedBatches:
+                 world_size: int, pin_memory: bool = False) -> TrainBatches | PhasedBatches:
     """This rank's batches: rank r reads every world_size-th window (distinct data on every rank)."""
     if not phases:
         return TrainBatches(ShardReader(run.shards, "train"), cfg.train.batch_size, seq_len,
-                            seed=cfg.train.seed, rank=rank, world_size=world_size)
+                            seed=cfg.train.seed, rank=rank, world_size=world_size, pin_memory=pin_memory)
     readers = [(ShardReader(run.shard_folder(folder), "train"), tokens) for folder, tokens in phases]
-    return PhasedBatches(readers, cfg.train.batch_size, seq_len, cfg.train.seed, rank, world_size)
+    return PhasedBatches(readers, cfg.train.batch_size, seq_len, cfg.train.seed, rank, world_size, pin_memory)
