@@ -104,8 +104,15 @@ def test_ddp_and_fsdp_agree_under_bf16(tiny_data, tmp_path):
         run = tmp_path / mode
         shutil.copytree(tiny_data, run)
         precision = "fp32" if mode == "fp32" else "bf16"
-        myllm(run, *STEPS, "--set", "train.max_steps=10", "--set", "train.batch_size=2", "--set",
-              f"train.precision={precision}", "--dist", "ddp" if mode == "fp32" else mode, nproc=2)
+        proc = myllm(run, *STEPS, "--set", "train.max_steps=10", "--set", "train.batch_size=2", "--set",
+                     f"train.precision={precision}", "--dist", "ddp" if mode == "fp32" else mode, nproc=2,
+                     check=False)
+        if proc.returncode != 0:
+            # Seen once in 16 runs (a CI machine, FSDP2 bf16 on gloo): a rank aborted in torch's C++ teardown
+            # ("terminate called without an active exception") after the run had finished and saved. That
+            # abort is tolerated here only with the whole run on disk; anything else fails.
+            finished = (run / "checkpoints" / "pretrain" / "step-000010" / "state.json").is_file()
+            assert finished and "terminate called without an active exception" in proc.stderr, proc.stderr[-3000:]
         curves[mode] = losses(run)
     print({k: v[-1] for k, v in curves.items()})
     assert curves["fsdp"] == pytest.approx(curves["ddp"], rel=1e-2)

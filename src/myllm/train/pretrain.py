@@ -88,12 +88,14 @@ def pretrain(
             x, y = batch
             return m(x.to(device, non_blocking=True), y.to(device, non_blocking=True), loss_chunk=chunk)
 
-        return train(
+        result = train(
             model, cfg.train, run, "pretrain", batches, loss_fn,
             tokens_in=lambda batch: batch[0].numel(), evaluate=evaluate,
             fingerprint=resume_fingerprint(run, cfg, "pretrain"), resume=resume,
             show_progress=show_progress, ctx=ctx, grad_accum=plan.grad_accum,
         )
+        barrier(ctx)  # a finished run: no rank tears its process group down while another still uses it
+        return result
     finally:
         shutdown(ctx)
 
