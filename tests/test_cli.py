@@ -127,3 +127,20 @@ def test_resume_without_checkpoint_and_checkpoint_of_other_shape(tiny_run):
     assert_one_line_error(proc, "different model config", "n_layers: checkpoint 2 vs config 3")
     proc = cli("eval", "--run", str(tiny_run.parent / "not-a-run"))
     assert_one_line_error(proc, "not a run directory")
+
+
+def test_version_and_the_run_directory_as_flag_or_positional(tiny_model_run, tmp_path, capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"myllm {version('myllm')}"
+    flag, positional = tmp_path / "flag", tmp_path / "positional"
+    assert main(["export", "hf", "--run", str(tiny_model_run), "--out", str(flag)]) == 0
+    assert main(["export", "hf", str(tiny_model_run), "--out", str(positional)]) == 0  # the old spelling still works
+    assert (flag / "model.safetensors").read_bytes() == (positional / "model.safetensors").read_bytes()
+    for args, words in ((["quantize", "--bits", "8"], "the run directory is missing"),
+                        (["serve", "a", "--run", "b"], "two run directories (a and --run b)")):
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        assert e.value.code == 2 and words in capsys.readouterr().err

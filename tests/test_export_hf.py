@@ -98,3 +98,33 @@ def test_cli_export_and_errors(tiny_model_run, tmp_path, capsys):
     assert "no finished sft checkpoint" in capsys.readouterr().err
     with pytest.raises(MyLLMError, match="not a run directory"):
         export_hf(tmp_path / "nothing", tmp_path / "y")
+
+
+def test_export_is_publishable_modes_card_bos_and_context(exported):
+    from huggingface_hub import ModelCard
+
+    run, out, _, hf_tok = exported
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~mask
+    assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == {p.name: 0o666 & ~mask for p in out.iterdir()}
+    card = ModelCard.load(out / "README.md")
+    assert card.data.license == "other" and card.data.datasets == ["docs"]  # a folder corpus: the user's license
+    assert "Not evaluated yet" in card.text and chat.CHAT_TEMPLATE.strip() in card.text
+    tok = Tokenizer.load(run / "tokenizer")
+    # Plain encoding adds <|bos|> as MyLLM scores text; the chat template still writes exactly one.
+    assert hf_tok("Mira lives in Oakridge.").input_ids == [tok.bos_id] + tok.encode("Mira lives in Oakridge.")
+    assert hf_tok.model_max_length == load_model(latest_checkpoint(run / "checkpoints" / "pretrain")).cfg.context
+
+
+def test_push_reaches_the_hub_library_and_ends_in_one_line_offline(tiny_model_run, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "hf"
+    proc = subprocess.run([sys.executable, "-m", "myllm", "export", "hf", "--run", str(tiny_model_run), "--out",
+                           str(out), "--push", "someone/tiny", "--license", "mit"], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "--push someone/tiny" in proc.stderr and "offline" in proc.stderr.lower()  # huggingface_hub's own error
+    assert (out / "README.md").read_text().startswith("---\nlicense: mit\n")  # the export itself is kept

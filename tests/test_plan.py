@@ -211,3 +211,21 @@ def test_fit_time_command_line(capsys):
     assert out["flops_per_second"] > 1e9 and "MFU" in out["throughput"]
     assert main(["plan", "--fit-time", "0"]) == 2
     assert "--fit-time = 0 must be a positive" in capsys.readouterr().err
+
+
+def test_cli_plan_of_a_training_preset_uses_its_recipe(capsys):
+    """`myllm plan --preset myllm-1b` plans the seed's run: 8 GPUs x micro-batch 4, 27.54B tokens,
+    checkpointing, the chunked loss; a flag given overrides its part."""
+    assert main(["plan", "--preset", "myllm-1b", "--json"]) == 0
+    p = json.loads(capsys.readouterr().out)
+    t, m = p["training"], p["memory"]
+    assert (t["gpus"], t["micro_batch"], t["tokens"]) == (8, 4, 27.54e9)
+    assert m["checkpointing"] is True and m["loss_chunk"] == 4096
+    assert main(["plan", "--preset", "myllm-1b", "--gpus", "2", "--no-checkpointing"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("recipe of the myllm-1b training preset (flags override): micro batch 4, tokens "
+                          "27,540,000,000, loss chunk 4096")
+    assert "2 x h100" in out and "without activation checkpointing" in out
+    assert main(["plan", "--preset", "small", "--json"]) == 0  # a model-only preset: the plain defaults
+    small = json.loads(capsys.readouterr().out)
+    assert small["training"]["gpus"] == 1 and small["memory"]["checkpointing"] is False

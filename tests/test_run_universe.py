@@ -47,6 +47,26 @@ def test_quick_run_post_trains_and_evaluates_every_stage(quick_summary):
     assert [b.split("/")[1] for b in bases.values()] == ["pretrain", "sft", "dpo"]
 
 
+def test_the_hf_export_of_a_run_carries_a_model_card_the_hub_reads(quick_summary, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from myllm.export.hf import export_hf
+
+    out, s = quick_summary
+    card = ModelCard.load(export_hf(out, tmp_path / "hf") / "README.md")  # the Hub library's own parser
+    assert card.data.license == "apache-2.0" and card.data.datasets == ["myllm-universe"]
+    assert card.data.pipeline_tag == "text-generation" and "myllm" in card.data.tags
+    text = card.text
+    for section in ("## Model", "## Data", "## Training", "## Evaluation", "## Chat format", "## Intended use"):
+        assert section in text
+    assert f"{s['params']:,} parameters" in text and f"{s['tokens_trained']:,} tokens" in text
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert set(rows) >= {"pretrain", "sft", "dpo", "grpo", "train", "val", "test"}
+    assert f"{s['probe_accuracy']:.1%}" in rows["pretrain"] and f"{s['stages']['base']['fact_qa_acc']:.1%}" in \
+        rows["pretrain"]
+    assert f"{s['stages']['grpo']['arith_acc']:.1%}" in rows["grpo"]
+
+
 def test_default_run_sees_every_training_book_at_least_once(tmp_path):
     out = tmp_path / "run"
     cfg = prepare_run_dir(out, "default", None, [], None, None)

@@ -68,6 +68,22 @@ def open_no_follow(path: str | Path, mode: str, **kwargs) -> Any:
     return os.fdopen(os.open(path, OPEN_FLAGS[mode] | os.O_NOFOLLOW, 0o644), mode, **kwargs)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # Python can only read the umask by setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def public_modes(root: Path) -> None:
+    """Give a finished temp file or folder (and everything in it) the modes a plain `open`/`mkdir` would:
+    tempfile makes them private (0600 files, 0700 folders), and an export, a checkpoint or a config the
+    user shares must not come out unreadable to the others who could read everything else."""
+    mask = _umask()
+    for path in [root, *root.rglob("*")] if root.is_dir() else [root]:
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w", **kwargs) -> Iterator[Any]:
     """Open a temp file next to `path`; on success it replaces `path`, on error it is removed."""
@@ -80,6 +96,7 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs) -> Iterator[Any]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        public_modes(Path(tmp))
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
@@ -111,6 +128,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     try:
         with writing(path):
             yield tmp
+        public_modes(tmp)
         replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -141,6 +141,28 @@ def cpu_peak_flops() -> float:
     return 2 * 1024**3 / best
 
 
+# `myllm plan`'s flags when neither they nor a training preset say otherwise.
+PLAN_DEFAULTS = {"gpus": 1, "micro_batch": 1, "checkpointing": False, "loss_chunk": 0}
+
+
+def training_recipe(preset: str) -> dict:
+    """What the training preset `preset` (`myllm pretrain --preset`) implies for the plan: its GPUs (global
+    batch / micro-batch), micro-batch, tokens (its data phases), checkpointing and loss chunk; {} for a
+    name that is only a model shape."""
+    from myllm.config import TRAIN_PRESETS, RunConfig, parse_phases
+    from myllm.losses import loss_chunk_for
+
+    if preset not in TRAIN_PRESETS:
+        return {}
+    cfg = RunConfig()
+    TRAIN_PRESETS[preset](cfg)
+    t = cfg.train
+    recipe = {"gpus": t.global_batch // t.batch_size, "micro_batch": t.batch_size,
+              "tokens": float(sum(tokens for _, tokens in parse_phases(t.phases))),
+              "checkpointing": t.activation_checkpointing, "loss_chunk": loss_chunk_for(cfg)}
+    return {k: v for k, v in recipe.items() if v}  # no phases: no token count of its own
+
+
 def check_choice(kind: str, value: str, choices) -> None:
     if value not in choices:
         raise ConfigError(f"unknown {kind} {value!r}; choose from {', '.join(choices)}")

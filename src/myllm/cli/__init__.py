@@ -21,7 +21,7 @@ import sys
 
 from myllm.cli import commands
 from myllm.cli.commands import _without_nproc
-from myllm.cli.parser import ADD_COMMANDS
+from myllm.cli.parser import ADD_COMMANDS, check_run_dir
 from myllm.errors import MyLLMError, brief
 
 __all__ = ["build_parser", "main", "_without_nproc"]
@@ -29,14 +29,27 @@ __all__ = ["build_parser", "main", "_without_nproc"]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="myllm", description="Train a language model from scratch.")
+    parser.add_argument("--version", action="version", version=f"myllm {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in ADD_COMMANDS:  # each adds its subcommands, bound to their `commands.cmd_*` functions
         add(sub, commands)
     return parser
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("myllm")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_run_dir(parser, args)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)

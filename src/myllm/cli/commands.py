@@ -318,8 +318,14 @@ def cmd_export_hf(a: argparse.Namespace) -> int:
     from myllm.export.hf import export_hf
 
     run = RunDir(a.run_dir)
-    out = export_hf(run, Path(a.out) if a.out else run.export_hf, a.stage)
+    if a.private and not a.push:
+        raise MyLLMError("--private applies to --push REPO: add it, or leave --private out")
+    out = export_hf(run, Path(a.out) if a.out else run.export_hf, a.stage, a.license_id)
     print(f"exported {out}")
+    if a.push:
+        from myllm.export.hf import push_to_hub
+
+        print(f"pushed to {push_to_hub(out, a.push, a.private)}")
     return 0
 
 
@@ -353,7 +359,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
     import dataclasses
 
     from myllm.config import RunConfig, apply_model_preset
-    from myllm.plan import check_plan_flags, format_plan, plan
+    from myllm.plan import PLAN_DEFAULTS, check_plan_flags, format_plan, plan, training_recipe
 
     if a.run:
         model = RunDir(a.run).config().model
@@ -361,6 +367,10 @@ def cmd_plan(a: argparse.Namespace) -> int:
         cfg = RunConfig()
         apply_model_preset(cfg, a.preset, "--preset")
         model = cfg.model
+    recipe = {} if a.run else {k: v for k, v in training_recipe(a.preset).items() if getattr(a, k) is None}
+    for key, value in {**PLAN_DEFAULTS, **recipe}.items():  # the flags left unset
+        if getattr(a, key) is None:
+            setattr(a, key, value)
     check_plan_flags(a.tokens, a.gpus, a.gpu, a.dist, a.micro_batch, a.loss_chunk)
     if a.fit_time is not None:  # the shape is the answer: only vocabulary and context are given
         from myllm.plan import fit_time, format_fit
@@ -373,5 +383,9 @@ def cmd_plan(a: argparse.Namespace) -> int:
         model = dataclasses.replace(model, preset=f"{model.preset} (modified)", **shape)
     result = plan(model, tokens=a.tokens, gpus=a.gpus, gpu=a.gpu, dist=a.dist, micro_batch=a.micro_batch,
                   checkpointing=a.checkpointing, loss_chunk=a.loss_chunk)
+    if recipe and not a.json:
+        said = ", ".join(f"{k.replace('_', ' ')} {v:,.0f}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
+                         for k, v in recipe.items())
+        print(f"recipe of the {a.preset} training preset (flags override): {said}\n")
     print(json.dumps(result, indent=2) if a.json else format_plan(result))
     return 0

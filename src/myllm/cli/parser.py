@@ -52,6 +52,25 @@ def _add_set(p: argparse.ArgumentParser) -> None:
                    help="override a config value, e.g. --set train.lr=1e-3 (repeatable)")
 
 
+def _add_run_dir(p: argparse.ArgumentParser) -> None:
+    """The run directory as `--run DIR`, like every other command, or as the positional RUN_DIR these
+    commands took first (kept as an alias); `check_run_dir` picks the one given."""
+    p.add_argument("run_dir", nargs="?", type=path_text, metavar="RUN_DIR", help="run directory (or --run DIR)")
+    p.add_argument("--run", dest="run_flag", type=path_text, metavar="DIR", help="run directory")
+
+
+def check_run_dir(parser: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """Fill `a.run_dir` from `--run` or the positional; exactly one way, or argparse's one-line error."""
+    if not hasattr(a, "run_flag"):
+        return
+    given = {x for x in (a.run_dir, a.run_flag) if x is not None}
+    if not given:
+        parser.error(f"{a.command}: the run directory is missing: give --run DIR")
+    if len(given) > 1:
+        parser.error(f"{a.command}: two run directories ({a.run_dir} and --run {a.run_flag}): give one")
+    a.run_dir = given.pop()
+
+
 def _add_stage(p: argparse.ArgumentParser, help_text: str = "whose model (default: the last trained stage)") -> None:
     p.add_argument("--stage", choices=MODEL_STAGES, help=help_text)
 
@@ -163,7 +182,7 @@ def _add_inference(sub, c) -> None:
     _add_sampling(p)
     p.set_defaults(func=c.cmd_chat)
     p = sub.add_parser("serve", help="OpenAI-compatible API (/v1/...) and a web chat page (/) for a run's model")
-    p.add_argument("run_dir", type=path_text, metavar="RUN_DIR", help="run directory")
+    _add_run_dir(p)
     _add_stage(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
@@ -184,19 +203,23 @@ def _add_exports(sub, c) -> None:
     p = sub.add_parser("export", help="export a run's model: a Hugging Face directory or a llama.cpp GGUF file")
     export_sub = p.add_subparsers(dest="export_format", required=True)
     q = export_sub.add_parser("hf", help="a directory transformers loads (LlamaForCausalLM, tokenizer, chat template)")
-    q.add_argument("run_dir", type=path_text, metavar="RUN_DIR")
+    _add_run_dir(q)
     _add_stage(q, "default: the run's final model")
     q.add_argument("--out", type=path_text, help="output directory (default: RUN_DIR/export/hf)")
+    q.add_argument("--license", dest="license_id", metavar="ID",
+                   help="the model card's license (default: apache-2.0 for the built-in universe, else other)")
+    q.add_argument("--push", metavar="REPO", help="then upload it to the Hugging Face Hub repo user/name")
+    q.add_argument("--private", action="store_true", help="with --push: create the repo private")
     q.set_defaults(func=c.cmd_export_hf)
     q = export_sub.add_parser("gguf", help="one GGUF file for llama.cpp / Ollama (llama architecture, BPE tokenizer)")
-    q.add_argument("run_dir", type=path_text, metavar="RUN_DIR")
+    _add_run_dir(q)
     q.add_argument("--type", dest="kind", default="f16", choices=["f32", "f16", "q8_0", "q4_0"],
                    help="weight type of the 2-D tensors (default f16; norms stay f32)")
     _add_stage(q, "default: the run's final model")
     q.add_argument("--out", type=path_text, help="output file (default: RUN_DIR/export/model-TYPE.gguf)")
     q.set_defaults(func=c.cmd_export_gguf)
     p = sub.add_parser("quantize", help="weight-only int8/int4 copy of a run's model, with its size and val bpb")
-    p.add_argument("run_dir", type=path_text, metavar="RUN_DIR")
+    _add_run_dir(p)
     p.add_argument("--bits", type=int, choices=[8, 4], required=True)
     p.add_argument("--group-size", type=int, help="int4: weights per scale (default quant.group_size, 64)")
     _add_stage(p, "default: the run's final model")
@@ -212,13 +235,18 @@ def _add_plan(sub, c) -> None:
     p.add_argument("--run", type=path_text, help="use the model config of this run directory instead of a preset")
     for flag, field in PLAN_SHAPE_FLAGS.items():
         p.add_argument(flag, dest=field, type=int, help=f"override model.{field}")
-    p.add_argument("--tokens", type=float, help="training tokens (default: 20 per parameter, Chinchilla)")
-    p.add_argument("--gpus", type=int, default=1)
+    p.add_argument("--tokens", type=float,
+                   help="training tokens (default: the training preset's, e.g. myllm-1b 27.54e9; else 20 per "
+                        "parameter, Chinchilla)")
+    p.add_argument("--gpus", type=int, help="default 1, or the training preset's GPUs (myllm-1b: 8)")
     p.add_argument("--gpu", default="h100", help="h100, a100, h200 or cpu")
     p.add_argument("--dist", default="ddp", help="ddp, zero1, zero2 or fsdp (the per-GPU memory row marked <)")
-    p.add_argument("--micro-batch", type=int, default=1, help="sequences of the full context per GPU per step")
-    p.add_argument("--checkpointing", action="store_true", help="activation checkpointing of every layer")
-    p.add_argument("--loss-chunk", type=int, default=0, help="chunked cross-entropy: tokens per chunk (0 = whole)")
+    p.add_argument("--micro-batch", type=int,
+                   help="sequences of the full context per GPU per step (default 1, or the training preset's)")
+    p.add_argument("--checkpointing", action=argparse.BooleanOptionalAction,
+                   help="activation checkpointing of every layer (default off, or as the training preset)")
+    p.add_argument("--loss-chunk", type=int,
+                   help="chunked cross-entropy: tokens per chunk (0 = whole; default 0, or the preset's auto)")
     p.add_argument("--json", action="store_true", help="print plan() as JSON")
     p.add_argument("--fit-time", type=float, metavar="SECONDS",
                    help="pick the shape and token count that minimize loss for this much training on this machine")

@@ -42,7 +42,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from myllm.errors import MyLLMError, brief
-from myllm.io import replace_dir
+from myllm.io import public_modes, replace_dir
 from myllm.train.checkpoint import load_training_state, prune, read_state, write_state
 from myllm.train.distributed import DistContext, barrier
 
@@ -67,6 +67,7 @@ def save_sharded(root: Path, step: int, model: torch.nn.Module, optimizer: torch
         cfg = model.cfg
         write_state(tmp, {"step": step, **state, "sharded": True, "world_size": ctx.world_size,
                           "model_config": dataclasses.asdict(cfg)})
+        public_modes(tmp)
         replace_dir(tmp, path)
         prune(root, keep_last)
     barrier(ctx)
