@@ -246,9 +246,10 @@ class RunDir:
 
 # -- the stage table ---------------------------------------------------------------------------
 
-# [train] keys that change how fast or in how much memory pretraining runs, not what it learns.
+# [train] keys that change how fast or in how much memory pretraining runs, or where its numbers are also
+# logged, not what it learns.
 TRAIN_SPEED = ("device", "precision", "compile", "threads", "dist", "dist_timeout", "activation_checkpointing",
-               "loss_chunk")
+               "loss_chunk", "loggers")
 # [train] keys a checkpoint may be resumed across: more steps, another budget, other evaluation,
 # checkpoint and spike-guard settings (they change what is written, not what was trained so far).
 TRAIN_RESUMABLE = ("max_steps", "time_budget", "eval_every", "eval_tokens", "ckpt_every", "keep_last",

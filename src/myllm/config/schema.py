@@ -21,6 +21,7 @@ from myllm.errors import ConfigError
 
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 PRECISIONS = ("auto", "bf16", "fp32")
+LOGGERS = ("jsonl", "tensorboard")  # train.loggers (myllm.train.trackers); metrics.jsonl is always written
 
 
 def valid_device_name(name: str) -> bool:
@@ -226,6 +227,7 @@ class TrainConfig:
     spike_factor: float = 2.0  # a loss above this x its running mean is logged as a spike (0: off)
     dist_timeout: float = 600.0  # seconds a rank waits for the others before giving up
     phases: str = ""  # ordered data phases "SHARDS_DIR:TOKENS,..." (dirs relative to the run); "" = shards/
+    loggers: str = "jsonl"  # comma-separated: jsonl (always on) and tensorboard (myllm.train.trackers)
 
     def validate(self) -> None:
         for name in ("batch_size", "grad_accum", "max_steps", "eval_every", "ckpt_every", "keep_last"):
@@ -247,6 +249,12 @@ class TrainConfig:
         if self.global_batch < 0 or self.loss_chunk < -1 or self.max_bad_steps < 1 or self.dist_timeout <= 0:
             raise ConfigError("train.global_batch must be >= 0, train.loss_chunk >= -1, train.max_bad_steps >= 1, "
                               "train.dist_timeout > 0")
+        loggers = [x.strip() for x in str(self.loggers).split(",") if x.strip()]
+        for name in loggers:
+            if name == "wandb":
+                raise ConfigError("train.loggers: wandb is not supported yet; use jsonl,tensorboard")
+            if name not in LOGGERS:
+                raise ConfigError(f"train.loggers names {name!r}; choose from {', '.join(LOGGERS)} (comma-separated)")
         if self.eval_tokens <= 0 or self.spike_factor < 0 or self.threads < 0:
             raise ConfigError("train.eval_tokens must be > 0, train.spike_factor >= 0 (0: off), train.threads >= 0")
 

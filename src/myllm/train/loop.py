@@ -51,6 +51,7 @@ from myllm.train.distributed import (
 from myllm.train.optim import lr_at, make_optimizer
 from myllm.train.sharded import load_sharded, save_sharded
 from myllm.train.state import Batches, MetricsLog, TrainState, start_state
+from myllm.train.trackers import Trackers
 
 SPIKE_WARMUP = 10  # steps before the running mean is trusted
 
@@ -136,6 +137,7 @@ def train(
     forward, optimizer = prepare(job, model, state)
     if resume and state.finished(cfg):  # resumed a finished stage: its last checkpoint is the result
         return result(state)
+    trackers = Trackers(cfg.loggers.split(","), run.root, stage, state.step) if ctx.is_main else None
     model.train()
     bar = tqdm(
         total=cfg.max_steps,
@@ -145,17 +147,22 @@ def train(
         mininterval=1.0,
         dynamic_ncols=True,
     )
-    with plain_errors(job, state):
-        while not state.finished(cfg):
-            stats = run_step(job, state, model, forward, optimizer, batches, loss_fn, tokens_in)
-            record = step_record(job, state, stats)
-            if evaluate is not None and (state.step % cfg.eval_every == 0 or state.finished(cfg)):
-                record.update(run_eval(model, evaluate, state))
-            if ctx.is_main:
-                metrics.append(record)
-            show_step(bar, cfg, state, stats)
-            if state.step % cfg.ckpt_every == 0 or state.finished(cfg):
-                state.checkpoint = save(job, state, model, optimizer, batches, done=state.finished(cfg))
+    try:
+        with plain_errors(job, state):
+            while not state.finished(cfg):
+                stats = run_step(job, state, model, forward, optimizer, batches, loss_fn, tokens_in)
+                record = step_record(job, state, stats)
+                if evaluate is not None and (state.step % cfg.eval_every == 0 or state.finished(cfg)):
+                    record.update(run_eval(model, evaluate, state))
+                if ctx.is_main:
+                    metrics.append(record)
+                    trackers.log(record)
+                show_step(bar, cfg, state, stats)
+                if state.step % cfg.ckpt_every == 0 or state.finished(cfg):
+                    state.checkpoint = save(job, state, model, optimizer, batches, done=state.finished(cfg))
+    finally:
+        if trackers is not None:
+            trackers.close()  # what was logged reaches the event files, on an error too
     bar.close()
     return result(state)
 
