@@ -148,3 +148,20 @@ def test_a_torn_checkpoint_is_detected_and_the_one_before_used(tiny_run, tmp_pat
     assert losses(tiny_run) == losses(reference)
     state = json.loads((ckpts[-1] / "state.json").read_text())
     assert set(state["checksums"]) == {"model.safetensors", "optim.pt"}
+
+
+@pytest.mark.parametrize("existing, keep_last, step, left", [
+    ([92, 96, 100], 3, 104, [96, 100]),  # room for the new one: a kill now leaves 2, after the rename 3
+    ([96, 100], 3, 104, [96, 100]),
+    ([100], 1, 104, [100]),  # the only one stays until its successor is in place (prune removes it after)
+    ([96, 100, 104, 108], 3, 104, [100, 104, 108]),  # resumed from 100 past torn 104 and 108: 100 stays
+])
+def test_make_room_never_leaves_more_than_keep_last_nor_drops_the_newest_older(tmp_path, existing, keep_last,
+                                                                               step, left):
+    from myllm.train.checkpoint import make_room
+
+    for s in existing:
+        (tmp_path / f"step-{s:06d}").mkdir()
+        (tmp_path / f"step-{s:06d}" / "state.json").write_text("{}")
+    make_room(tmp_path, keep_last, step)
+    assert [int(p.name[5:]) for p in list_checkpoints(tmp_path)] == left

@@ -69,6 +69,7 @@ def save_checkpoint(
         if cfg is not None:
             full_state["model_config"] = dataclasses.asdict(cfg)
         write_state(tmp, full_state)
+        make_room(root, keep_last, step)
     prune(root, keep_last)
     return path
 
@@ -78,6 +79,18 @@ def prune(root: Path, keep_last: int) -> None:
     for old in list_checkpoints(root)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     remove_stale_writes(root)
+
+
+def make_room(root: Path, keep_last: int, step: int) -> None:
+    """Before checkpoint `step` becomes visible, delete the older ones it will push out, so that a kill at
+    any moment leaves at most `keep_last` (deleting after the rename left a window with one too many).
+    The newest checkpoint before `step` always stays until its successor is in place (`prune` removes it
+    after the rename when keep_last = 1), and newer ones (torn ones a resume skipped) count as kept."""
+    found = list_checkpoints(root)
+    older = [p for p in found if int(STEP_DIR.match(p.name).group(1)) < step]
+    may_stay = max(keep_last - 1 - (len(found) - len(older)), 1)
+    for old in older[:-may_stay]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def remove_stale_writes(root: Path) -> None:

@@ -43,7 +43,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from myllm.errors import MyLLMError, brief
 from myllm.io import public_modes, replace_dir
-from myllm.train.checkpoint import load_training_state, prune, read_state, write_state
+from myllm.train.checkpoint import load_training_state, make_room, prune, read_state, write_state
 from myllm.train.distributed import DistContext, barrier
 
 
@@ -68,6 +68,7 @@ def save_sharded(root: Path, step: int, model: torch.nn.Module, optimizer: torch
         write_state(tmp, {"step": step, **state, "sharded": True, "world_size": ctx.world_size,
                           "model_config": dataclasses.asdict(cfg)})
         public_modes(tmp)
+        make_room(root, keep_last, step)
         replace_dir(tmp, path)
         prune(root, keep_last)
     barrier(ctx)
