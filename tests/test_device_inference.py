@@ -186,3 +186,12 @@ def test_quantizing_twice_writes_the_same_bytes(tiny_model_run, tmp_path):
     first = path.read_bytes()
     quantize_run(run, 4, evaluate=False, device="auto")
     assert path.read_bytes() == first
+
+
+def test_eval_of_a_checkpoint_without_training_figures_is_one_line(tiny_model_run, tmp_path, capsys):
+    """A state.json without "tokens"/"seconds" (hand-made, or another tool's) ends in one line, not a KeyError."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_run, run)
+    assert main(["eval", "--run", str(run), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lacks its token count or training time" in err

@@ -12,6 +12,7 @@ import torch
 from myllm.config import RunConfig
 from myllm.data.corpus import corpus_record
 from myllm.device import resolve_device
+from myllm.errors import MyLLMError
 from myllm.evals.bpb import run_bpb
 from myllm.evals.probes import probe_accuracy
 from myllm.infer.engine import SamplingParams, generate
@@ -48,6 +49,10 @@ def evaluate_run(run_dir: RunDir | Path, cfg: RunConfig) -> dict[str, Any]:
     manifest = run.manifest()
     universe = run.universe()
     state = read_state(ckpt)
+    if not all(isinstance(state.get(k), (int, float)) and not isinstance(state.get(k), bool)
+               for k in ("tokens", "seconds")):
+        raise MyLLMError(f"checkpoint {ckpt}: state.json lacks its token count or training time (\"tokens\", "
+                         "\"seconds\"); it was not written by myllm pretrain: restore it, or re-run pretraining")
 
     summary: dict[str, Any] = {
         "run_dir": str(run),
