@@ -60,6 +60,9 @@ def test_the_hf_export_of_a_run_carries_a_model_card_the_hub_reads(quick_summary
     for section in ("## Model", "## Data", "## Training", "## Evaluation", "## Chat format", "## Intended use"):
         assert section in text
     assert f"{s['params']:,} parameters" in text and f"{s['tokens_trained']:,} tokens" in text
+    # A table's rows are one block (a blank line between rows would not render as a table).
+    assert "| split | documents | bytes | tokens |\n|---|" in text and "\n|---|" in text.split("## Evaluation")[1]
+    assert "|\n\n|" not in text
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
     assert set(rows) >= {"pretrain", "sft", "dpo", "grpo", "train", "val", "test"}
     assert f"{s['probe_accuracy']:.1%}" in rows["pretrain"] and f"{s['stages']['base']['fact_qa_acc']:.1%}" in \
